@@ -1,0 +1,40 @@
+# mine-dist: set-up, demo and tests. `make demo` and `make test` work on a fresh machine.
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# torch first and pinned: the range in pyproject.toml admits it, so nothing later pulls a CUDA build.
+TORCH ?= torch==2.13.0
+STAMP := $(VENV)/.stamp-$(shell cat pyproject.toml Makefile | sha1sum | cut -c1-12)
+DEMO_DATA ?= demo/data
+DEMO_OUT ?= demo/runs
+PYTEST_ARGS ?=
+
+.PHONY: setup demo demo-inprocess test test-fast bench clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml Makefile
+	@test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check --upgrade pip 2>&1 | grep -v "^WARNING: Location" || true
+	$(PY) -m pip install -q --disable-pip-version-check $(TORCH) 2>&1 | grep -v "^WARNING: Location" || true
+	$(PY) -m pip install -q --disable-pip-version-check -e '.[test,s3]' 2>&1 | grep -v "^WARNING: Location" || true
+	$(PY) -c "import torch, ray, pyarrow, mine_dist; assert torch.__version__.startswith('2.13'), torch.__version__"
+	@rm -f $(VENV)/.stamp-*; touch $@
+
+$(DEMO_DATA)/ground_truth.json: | setup
+	$(PY) -m mine_dist make-data gaussian --dim 5 --rho 0.8 --rows 100000 --shards 8 --output $(DEMO_DATA)
+
+demo: setup $(DEMO_DATA)/ground_truth.json
+	$(PY) pipelines/estimate.py --data $(DEMO_DATA) --output $(DEMO_OUT)
+
+demo-inprocess: setup $(DEMO_DATA)/ground_truth.json
+	$(PY) -m mine_dist estimate --workers 0 --data $(DEMO_DATA) --output $(DEMO_OUT)
+
+test: setup
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+test-fast: setup
+	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
+
+clean:
+	rm -rf demo .pytest_cache

@@ -1,0 +1,246 @@
+"""The ``mine-dist`` command line: ``make-data`` and ``estimate``.
+
+Options are turned into frozen config dataclasses here, in one place; the library never sees a
+raw dict or an argparse namespace. Errors in input, configuration or storage end with one line on
+stderr (``mine-dist: error: ...``) and a non-zero exit; progress and logs go to stderr, and
+``--json`` prints the record as the last line of stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from dataclasses import fields
+
+from mine_dist import runs, storage
+from mine_dist.critics import CriticConfig
+from mine_dist.estimator import EstimatorConfig
+
+EXIT_USAGE, EXIT_DATA, EXIT_STORAGE, EXIT_FAILED = 2, 3, 4, 5
+
+# CLI flag -> EstimatorConfig / CriticConfig field. Defaults are None so a --config file's values
+# are only overridden by flags the user actually gave.
+_EST_FLAGS = {
+    "bound": str, "batch_size": int, "lr": float, "steps": int, "ema_rate": float, "smile_tau": float,
+    "eval_every": int, "patience": int, "val_fraction": float, "test_fraction": float,
+    "normalize": str, "eval_negatives": int, "bootstrap": int, "seed": int, "device": str,
+}
+_CRITIC_FLAGS = {"critic": ("kind", str), "width": ("width", int), "depth": ("depth", int),
+                 "activation": ("activation", str), "embed_dim": ("embed_dim", int)}
+
+
+def add_estimate_args(p: argparse.ArgumentParser) -> None:
+    """The options of ``mine-dist estimate`` (shared verbatim by ``pipelines/estimate.py``)."""
+    d = EstimatorConfig()
+    c = CriticConfig()
+    g = p.add_argument_group("data")
+    g.add_argument("--data", required=True, help="Parquet file, directory or glob; any URI (path, file://, s3://, gs://)")
+    g.add_argument("--x", default="x", help="x columns: one list column, a comma list / glob of scalars, "
+                   "or one categorical column; suffix :num or :cat to force (default: x)")
+    g.add_argument("--z", default="z", help="z columns, as for --x (default: z)")
+    g.add_argument("--row-id", default=None, help="integer column whose value decides each row's split "
+                   "(default: file name and row position)")
+    g.add_argument("--max-rows", type=int, default=None, help="read at most this many rows")
+    g.add_argument("--drop-nonfinite", action="store_true", help="drop rows with NaN/Inf instead of failing")
+    g = p.add_argument_group("estimator")
+    g.add_argument("--config", default=None, help="JSON file with an estimator config, e.g. a sweep's best.json "
+                   "(its 'config' key); flags given here override it")
+    g.add_argument("--bound", choices=["mine", "mine-f", "infonce", "smile", "dv"], help=f"default {d.bound}")
+    g.add_argument("--steps", type=int, help=f"maximum training steps (default {d.steps})")
+    g.add_argument("--batch-size", type=int, help=f"per-worker batch (default {d.batch_size})")
+    g.add_argument("--lr", type=float, help=f"Adam learning rate (default {d.lr})")
+    g.add_argument("--ema-rate", type=float, help=f"MINE moving-average rate (default {d.ema_rate})")
+    g.add_argument("--smile-tau", type=float, help=f"SMILE clip (default {d.smile_tau})")
+    g.add_argument("--eval-every", type=int, help=f"steps between validation checks (default {d.eval_every})")
+    g.add_argument("--patience", type=int, help=f"checks without improvement before stopping, 0 = never (default {d.patience})")
+    g.add_argument("--val-fraction", type=float, help=f"default {d.val_fraction}")
+    g.add_argument("--test-fraction", type=float, help=f"default {d.test_fraction}")
+    g.add_argument("--normalize", choices=["standard", "rank-gauss", "none"], help=f"default {d.normalize}")
+    g.add_argument("--eval-negatives", type=int, help=f"marginal pairs per held-out row, joint critic (default {d.eval_negatives})")
+    g.add_argument("--bootstrap", type=int, help=f"bootstrap resamples for the interval (default {d.bootstrap})")
+    g.add_argument("--seed", type=int, help=f"default {d.seed}")
+    g.add_argument("--device", choices=["cpu", "cuda", "auto"], help=f"default {d.device}")
+    g.add_argument("--critic", choices=["joint", "separable"], help=f"critic family (default {c.kind})")
+    g.add_argument("--width", type=int, help=f"hidden units (default {c.width})")
+    g.add_argument("--depth", type=int, help=f"hidden layers (default {c.depth})")
+    g.add_argument("--activation", choices=["relu", "elu", "gelu", "silu", "tanh"], help=f"default {c.activation}")
+    g.add_argument("--embed-dim", type=int, help=f"separable critic embedding size (default {c.embed_dim})")
+    g = p.add_argument_group("execution and output")
+    g.add_argument("--workers", type=int, default=0, help="0: train in this process (no Ray); N: Ray Train with N workers")
+    g.add_argument("--threads", type=int, default=1, help="torch threads in this process (default 1: fastest for small critics)")
+    g.add_argument("--output", default="runs", help="where runs are written: <output>/<run_id>/ (default ./runs)")
+    g.add_argument("--run-id", default=None, help="name of this run (default: time + random suffix)")
+    g.add_argument("--json", action="store_true", help="print the record as JSON on the last line of stdout")
+    g.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def config_from_args(args: argparse.Namespace) -> EstimatorConfig:
+    """Defaults, then the ``--config`` file, then explicit flags."""
+    base: dict = {}
+    if args.config:
+        try:
+            loaded = json.loads(storage.read_bytes(args.config))
+        except (storage.StorageError, json.JSONDecodeError) as e:
+            raise ValueError(f"--config {args.config}: {e}") from None
+        base = dict(loaded.get("config", loaded))
+    critic = dict(base.pop("critic", {}) or {})
+    for flag in _EST_FLAGS:
+        v = getattr(args, flag, None)
+        if v is not None:
+            base[flag] = v
+    for flag, (field_, _) in _CRITIC_FLAGS.items():
+        v = getattr(args, flag, None)
+        if v is not None:
+            critic[field_] = v
+    known = {f.name for f in fields(CriticConfig)}
+    bad = sorted(set(critic) - known)
+    if bad:
+        raise ValueError(f"unknown critic config key(s) {bad}; known: {sorted(known)}")
+    base["critic"] = CriticConfig(**critic)
+    return EstimatorConfig.from_dict(base)
+
+
+def run_estimate(args: argparse.Namespace) -> dict:
+    """Validate, estimate (in-process or on Ray), write the run; returns the record."""
+    import torch
+
+    from mine_dist import io
+    from mine_dist.estimator import MINE
+
+    cfg = config_from_args(args)
+    if args.workers < 0:
+        raise ValueError(f"--workers must be >= 0; got {args.workers}")
+    if args.max_rows is not None and args.max_rows < 2:
+        raise ValueError(f"--max-rows must be >= 2; got {args.max_rows}")
+    run_id = args.run_id or runs.new_run_id()
+    run_dir = runs.check_run_dir_free(args.output, run_id)
+    storage.check_reachable(args.output, for_write=True)
+    started, t0 = runs.now_iso(), time.perf_counter()
+    info = io.inspect(args.data, args.x, args.z, args.row_id)
+    _log(f"data: {info.rows} rows in {len(info.files)} file(s); x = {info.x.kind} {list(info.x.columns)} "
+         f"(dim {info.x.dim}), z = {info.z.kind} {list(info.z.columns)} (dim {info.z.dim})")
+    truth = runs.read_ground_truth(args.data)
+    if args.workers == 0:
+        torch.set_num_threads(max(1, args.threads))
+        x, z, keys, dropped = io.read_arrays(info, args.max_rows, args.drop_nonfinite)
+        if dropped:
+            _log(f"dropped {dropped} row(s) with NaN/Inf")
+        est = MINE(cfg).estimate(x, z, row_keys=keys, passthrough_x=io.passthrough_mask(info.x),
+                                 passthrough_z=io.passthrough_mask(info.z), progress=not args.no_progress)
+        result, workers = est.to_dict(), 0
+        result["dropped_nonfinite"] = dropped
+    else:
+        from mine_dist.distributed import run_distributed  # Ray is imported only on this path
+
+        result = run_distributed(args, cfg, info, run_dir)
+        workers = args.workers
+    record = {
+        "run_id": run_id,
+        **{k: v for k, v in result.items() if k != "curves"},
+        "workers": workers,
+        "data": info.record(),
+        "x_columns": info.x.to_dict(),
+        "z_columns": info.z.to_dict(),
+        "ground_truth": truth,
+        "versions": runs.versions(),
+        "started_at": started,
+        "finished_at": runs.now_iso(),
+        "wall_s": round(time.perf_counter() - t0, 3),
+        "run_dir": storage.describe(run_dir),
+    }
+    try:
+        runs.write_run(run_dir, record, result["curves"], truth)
+    except BaseException:
+        storage.delete_tree(run_dir)
+        raise
+    return record
+
+
+def run_make_data(args: argparse.Namespace) -> dict:
+    from mine_dist import synthetic
+
+    spec = synthetic.Spec(kind=args.kind, dim=args.dim, rho=args.rho, transform=args.transform,
+                          classes=args.classes, sep=args.sep)
+    gt_uri = storage.join(args.output, "ground_truth.json")
+    if storage.exists(gt_uri) and not args.overwrite:
+        raise FileExistsError(f"{storage.describe(args.output)} already holds a dataset; pass --overwrite to replace it")
+    if args.overwrite:
+        storage.delete_tree(args.output)
+    t0 = time.perf_counter()
+    truth = synthetic.write_dataset(spec, args.rows, args.shards, args.output, seed=args.seed)
+    _log(f"wrote {args.rows} rows in {args.shards} shard(s) to {storage.describe(args.output)} "
+         f"in {time.perf_counter() - t0:.1f} s; true MI {truth['mi_nats']:.4f} nats ({truth['mi_bits']:.4f} bits)")
+    return truth
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="mine-dist", description="Mutual information neural estimation at scale.")
+    sub = p.add_subparsers(dest="command", required=True)
+    e = sub.add_parser("estimate", help="estimate I(X;Z) from a Parquet dataset")
+    add_estimate_args(e)
+    m = sub.add_parser("make-data", help="write a synthetic dataset with known MI")
+    m.add_argument("kind", choices=["gaussian", "independent", "mixture"])
+    m.add_argument("--dim", type=int, default=5)
+    m.add_argument("--rho", type=float, default=0.8, help="per-coordinate correlation (gaussian)")
+    m.add_argument("--transform", default="none", choices=["none", "cubic", "exp", "cauchy"],
+                   help="invertible per-coordinate map of x and z (MI unchanged)")
+    m.add_argument("--classes", type=int, default=10, help="labels (mixture)")
+    m.add_argument("--sep", type=float, default=2.0, help="class mean separation (mixture)")
+    m.add_argument("--rows", type=int, default=100_000)
+    m.add_argument("--shards", type=int, default=8)
+    m.add_argument("--seed", type=int, default=0)
+    m.add_argument("--output", required=True)
+    m.add_argument("--overwrite", action="store_true")
+    m.add_argument("--json", action="store_true")
+    return p
+
+
+def _log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return dispatch(args)
+
+
+def dispatch(args: argparse.Namespace) -> int:
+    """Run a parsed command; map failures to one stderr line and an exit code."""
+    from mine_dist.io import DataError
+
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    try:
+        if args.command == "make-data":
+            record = run_make_data(args)
+            text = json.dumps(record) if args.json else None
+        elif args.command == "estimate":
+            record = run_estimate(args)
+            text = json.dumps(runs._jsonable(record)) if args.json else runs.summary(record)
+        else:  # pragma: no cover - argparse enforces the choices
+            raise ValueError(f"unknown command {args.command!r}")
+    except DataError as e:
+        return _fail(e, EXIT_DATA)
+    except storage.StorageError as e:
+        return _fail(e, EXIT_STORAGE)
+    except (ValueError, TypeError, FileExistsError) as e:
+        return _fail(e, EXIT_USAGE)
+    except FloatingPointError as e:
+        return _fail(e, EXIT_FAILED)
+    except KeyboardInterrupt:
+        return _fail("interrupted", 130)
+    if text is not None:
+        print(text, flush=True)
+    return 0
+
+
+def _fail(e, code: int) -> int:
+    msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    print(f"mine-dist: error: {msg}", file=sys.stderr, flush=True)
+    return code
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

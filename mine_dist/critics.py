@@ -1,0 +1,150 @@
+"""Critic networks T(x, z), built from a frozen config.
+
+Two families:
+    * ``joint``: an MLP on ``concat(x, z)``. Most expressive; each score costs one network
+      evaluation, so marginal pairs come from a derangement of z within the batch (B pairs).
+    * ``separable``: ``f(x) . g(z)`` with two MLP encoders. All ``B x B`` scores cost two encoder
+      passes, so every off-diagonal pair is a free marginal sample (B*(B-1) pairs).
+
+Every critic's ``forward(x, z, marg_index, matrix)`` returns ``(t_joint, t_marg, scores)``
+following the score convention of :mod:`mine_dist.bounds`; ``scores`` is the ``(B, B)`` matrix
+when one is computed (always for separable critics; for joint critics only when ``matrix=True``,
+at ``B**2`` evaluations, which InfoNCE needs) and ``None`` otherwise. One forward computes joint
+and marginal scores together, so DDP sees a single call per step.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import nn
+
+from mine_dist.bounds import offdiagonal
+
+ACTIVATIONS = {"relu": nn.ReLU, "elu": nn.ELU, "gelu": nn.GELU, "silu": nn.SiLU, "tanh": nn.Tanh}
+KINDS = ("joint", "separable")
+
+
+@dataclass(frozen=True)
+class CriticConfig:
+    """Architecture of the critic.
+
+    Attributes:
+        kind: ``joint`` (MLP on concat(x, z)) or ``separable`` (f(x) . g(z)).
+        width: hidden units per layer.
+        depth: number of hidden layers (>= 1).
+        activation: one of ``relu, elu, gelu, silu, tanh``.
+        embed_dim: output size of f and g for separable critics.
+    """
+
+    kind: str = "joint"
+    width: int = 256
+    depth: int = 2
+    activation: str = "relu"
+    embed_dim: int = 32
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise ValueError(f"critic kind must be one of {KINDS}; got {self.kind!r}")
+        for name in ("width", "depth", "embed_dim"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+                raise ValueError(f"critic {name} must be an int >= 1; got {v!r}")
+        if self.activation not in ACTIVATIONS:
+            raise ValueError(
+                f"critic activation must be one of {tuple(ACTIVATIONS)}; got {self.activation!r}"
+            )
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def mlp(d_in: int, d_out: int, cfg: CriticConfig) -> nn.Sequential:
+    layers: list[nn.Module] = []
+    d = d_in
+    for _ in range(cfg.depth):
+        layers += [nn.Linear(d, cfg.width), ACTIVATIONS[cfg.activation]()]
+        d = cfg.width
+    layers.append(nn.Linear(d, d_out))
+    return nn.Sequential(*layers)
+
+
+class JointCritic(nn.Module):
+    """T(x, z) = MLP(concat(x, z))."""
+
+    def __init__(self, dx: int, dz: int, cfg: CriticConfig):
+        super().__init__()
+        self.net = mlp(dx + dz, 1, cfg)
+
+    def pairs(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        """(n,) scores T(x_i, z_i) for row-aligned (n, dx) and (n, dz) inputs."""
+        return self.net(torch.cat([x, z], dim=1)).squeeze(-1)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        z: torch.Tensor,
+        marg_index: torch.Tensor | None = None,
+        matrix: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """Scores for a batch.
+
+        Args:
+            x: (B, dx). z: (B, dz).
+            marg_index: (B,) derangement; marginal pair i is (x_i, z[marg_index[i]]).
+                Required unless ``matrix`` is true.
+            matrix: evaluate all B*B pairs (InfoNCE); marginals are then the off-diagonal.
+        """
+        b = x.shape[0]
+        if matrix:
+            xx = x.unsqueeze(1).expand(b, b, x.shape[1])
+            zz = z.unsqueeze(0).expand(b, b, z.shape[1])
+            scores = self.net(torch.cat([xx, zz], dim=2)).squeeze(-1)
+            return scores.diagonal(), offdiagonal(scores), scores
+        if marg_index is None:
+            raise ValueError("JointCritic needs marg_index (a derangement of the batch) or matrix=True")
+        t = self.pairs(torch.cat([x, x]), torch.cat([z, z[marg_index]]))
+        return t[:b], t[b:], None
+
+
+class SeparableCritic(nn.Module):
+    """T(x, z) = f(x) . g(z): all B*B scores from two encoder passes."""
+
+    def __init__(self, dx: int, dz: int, cfg: CriticConfig):
+        super().__init__()
+        self.f = mlp(dx, cfg.embed_dim, cfg)
+        self.g = mlp(dz, cfg.embed_dim, cfg)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        z: torch.Tensor,
+        marg_index: torch.Tensor | None = None,
+        matrix: bool = True,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Scores for a batch; ``marg_index`` and ``matrix`` are ignored (all pairs are free)."""
+        scores = self.f(x) @ self.g(z).T
+        return scores.diagonal(), offdiagonal(scores), scores
+
+
+def build_critic(dx: int, dz: int, cfg: CriticConfig) -> nn.Module:
+    """A freshly initialized critic for inputs of dimension ``dx`` and ``dz``."""
+    for name, d in (("dx", dx), ("dz", dz)):
+        if not isinstance(d, int) or d < 1:
+            raise ValueError(f"critic input dimension {name} must be an int >= 1; got {d!r}")
+    return (JointCritic if cfg.kind == "joint" else SeparableCritic)(dx, dz, cfg)
+
+
+def derangement(b: int, generator: torch.Generator | None = None, device=None) -> torch.Tensor:
+    """A uniformly random single-cycle permutation of ``range(b)``: no index maps to itself.
+
+    A plain random permutation leaves about one pair per batch in place, so one "marginal" sample
+    is really a joint one; a b-cycle never does.
+    """
+    if b < 2:
+        raise ValueError(f"a derangement needs b >= 2; got {b}")
+    p = torch.randperm(b, generator=generator)
+    d = torch.empty_like(p)
+    d[p] = p.roll(-1)
+    return d if device is None else d.to(device)

@@ -1,0 +1,335 @@
+"""Parquet datasets -> validated (x, z) arrays.
+
+Column selection (``--x`` / ``--z``), one of:
+    * one column of fixed-size or variable-size lists of numbers (an embedding);
+    * several numeric scalar columns, as a comma list and/or globs (``f_*``);
+    * one categorical column (string, bool, dictionary, or integer when it is the only column),
+      one-hot encoded with a vocabulary read from the data and recorded in the output.
+A ``:num`` or ``:cat`` suffix on a single column forces the numeric or categorical reading.
+
+Everything about the files is checked on the driver from their footers before any training:
+missing columns, non-numeric types, list sizes or types that differ across shards, corrupt or
+empty files, an empty dataset. Values (NaN/Inf, ragged variable lists) are checked as batches are
+converted, naming the file. All errors are :class:`DataError` with a one-line message.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from mine_dist import split, storage
+
+
+class DataError(ValueError):
+    """Bad input data: the message names the file, column or value."""
+
+
+@dataclass(frozen=True)
+class ColumnSet:
+    """How one side (x or z) is read from the table."""
+
+    role: str  # "x" or "z"
+    columns: tuple[str, ...]
+    kind: str  # "list", "scalars" or "categorical"
+    dim: int  # feature dimension after encoding
+    vocabulary: tuple = ()  # categorical values, in one-hot order
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["columns"] = list(self.columns)
+        d["vocabulary"] = [v if isinstance(v, (str, int, float, bool)) else str(v) for v in self.vocabulary]
+        return d
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """A validated dataset: its files, row counts, the column sets and a fingerprint."""
+
+    uri: str
+    files: tuple[str, ...]
+    rows_per_file: tuple[int, ...]
+    x: ColumnSet
+    z: ColumnSet
+    row_id: str | None
+    fingerprint: str
+    schema: pa.Schema = field(repr=False)
+
+    @property
+    def rows(self) -> int:
+        return int(sum(self.rows_per_file))
+
+    def record(self) -> dict:
+        return {"uri": storage.describe(self.uri), "files": len(self.files), "rows": self.rows,
+                "fingerprint": self.fingerprint}
+
+
+def _is_numeric(t: pa.DataType) -> bool:
+    return pa.types.is_integer(t) or pa.types.is_floating(t)
+
+
+def _is_categorical(t: pa.DataType) -> bool:
+    return pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_boolean(t) or \
+        pa.types.is_dictionary(t) or pa.types.is_integer(t)
+
+
+def list_parquet(uri: str) -> list[str]:
+    """The Parquet files of a dataset: one file, a directory (recursive) or a glob."""
+    try:
+        if any(c in uri for c in "*?["):
+            parent = uri[: uri.rfind("/", 0, min(uri.find(c) for c in "*?[" if c in uri))]
+            files = [f for f in storage.list_files(parent) if fnmatch.fnmatch(f, uri)]
+        elif uri.endswith(".parquet") and storage.exists(uri):
+            files = [uri]
+        else:
+            if not storage.exists(uri):
+                raise DataError(f"dataset not found: {storage.describe(uri)}")
+            files = storage.list_files(uri, suffix=".parquet")
+    except storage.StorageError as e:
+        raise DataError(str(e)) from None
+    if not files:
+        raise DataError(f"dataset is empty: no .parquet files under {storage.describe(uri)}")
+    return sorted(files)
+
+
+def _open(f: str) -> pq.ParquetFile:
+    fs, path = storage.resolve(f)
+    try:
+        return pq.ParquetFile(fs.open_input_file(path), page_checksum_verification=True)
+    except (pa.ArrowInvalid, OSError) as e:
+        msg = str(e).splitlines()[0]
+        raise DataError(f"corrupt or unreadable Parquet file {storage.describe(f)}: {msg}") from None
+
+
+def _resolve_side(role: str, spec: str, schema: pa.Schema, first_file: str) -> tuple[tuple[str, ...], str]:
+    if not spec or not spec.strip():
+        raise DataError(f"--{role} names no column")
+    names = schema.names
+    forced = None
+    parts = [p.strip() for p in spec.split(",") if p.strip()]
+    if len(parts) == 1 and parts[0].rsplit(":", 1)[-1] in ("num", "cat") and ":" in parts[0]:
+        parts[0], forced = parts[0].rsplit(":", 1)
+    cols: list[str] = []
+    for p in parts:
+        hits = [n for n in names if fnmatch.fnmatchcase(n, p)] if any(c in p for c in "*?[") else ([p] if p in names else [])
+        if not hits:
+            raise DataError(f"--{role}: column {p!r} not found in {storage.describe(first_file)}; columns are {names}")
+        cols += [h for h in hits if h not in cols]
+    if len(cols) == 1:
+        t = schema.field(cols[0]).type
+        if pa.types.is_fixed_size_list(t) or pa.types.is_list(t) or pa.types.is_large_list(t):
+            if not _is_numeric(t.value_type):
+                raise DataError(f"--{role}: column {cols[0]!r} is a list of {t.value_type}, not of numbers")
+            if forced == "cat":
+                raise DataError(f"--{role}: list column {cols[0]!r} cannot be categorical")
+            return tuple(cols), "list"
+        if forced == "num" or (forced is None and pa.types.is_floating(t)):
+            if not _is_numeric(t):
+                raise DataError(f"--{role}: column {cols[0]!r} has type {t}, not numeric")
+            return tuple(cols), "scalars"
+        if _is_categorical(t):
+            return tuple(cols), "categorical"
+        raise DataError(f"--{role}: column {cols[0]!r} has unsupported type {t}")
+    for c in cols:
+        t = schema.field(c).type
+        if not _is_numeric(t):
+            raise DataError(f"--{role}: column {c!r} has type {t}; several columns must all be numeric scalars")
+    return tuple(cols), "scalars"
+
+
+def inspect(uri: str, x: str, z: str, row_id: str | None = None) -> DatasetInfo:
+    """Validate a dataset from its file footers (and, for categorical columns, their values).
+
+    Raises:
+        DataError: missing dataset or columns, wrong types, schemas that differ across files,
+            corrupt or empty files, empty dataset.
+    """
+    files = list_parquet(uri)
+    pfs = [_open(f) for f in files]
+    schema = pfs[0].schema_arrow
+    xcols, xkind = _resolve_side("x", x, schema, files[0])
+    zcols, zkind = _resolve_side("z", z, schema, files[0])
+    overlap = set(xcols) & set(zcols)
+    if overlap:
+        raise DataError(f"column(s) {sorted(overlap)} are in both --x and --z")
+    needed = list(xcols) + list(zcols) + ([row_id] if row_id else [])
+    if row_id and row_id not in schema.names:
+        raise DataError(f"--row-id column {row_id!r} not found in {storage.describe(files[0])}")
+    if row_id and not pa.types.is_integer(schema.field(row_id).type):
+        raise DataError(f"--row-id column {row_id!r} must be integer; got {schema.field(row_id).type}")
+    rows = []
+    h = hashlib.sha256()
+    for f, pf in zip(files, pfs):
+        s = pf.schema_arrow
+        for c in needed:
+            if c not in s.names:
+                raise DataError(f"column {c!r} missing in {storage.describe(f)} (present in {storage.describe(files[0])})")
+            t0, t = schema.field(c).type, s.field(c).type
+            if t != t0:
+                raise DataError(
+                    f"column {c!r} has type {t} in {storage.describe(f)} but {t0} in {storage.describe(files[0])}"
+                )
+        n = pf.metadata.num_rows
+        rows.append(n)
+        h.update(f"{f.rsplit('/', 1)[-1]}|{n}|{pf.metadata.serialized_size}|{pf.metadata.num_row_groups}\n".encode())
+        for i in range(pf.metadata.num_row_groups):
+            h.update(str(pf.metadata.row_group(i).total_byte_size).encode())
+    if sum(rows) == 0:
+        raise DataError(f"dataset is empty: {len(files)} file(s) under {storage.describe(uri)} hold 0 rows")
+    xs = _column_set("x", xcols, xkind, schema, files, pfs)
+    zs = _column_set("z", zcols, zkind, schema, files, pfs)
+    return DatasetInfo(uri, tuple(files), tuple(rows), xs, zs, row_id, h.hexdigest()[:16], schema)
+
+
+def _column_set(role, cols, kind, schema, files, pfs) -> ColumnSet:
+    if kind == "scalars":
+        return ColumnSet(role, cols, kind, len(cols))
+    c = cols[0]
+    t = schema.field(c).type
+    if kind == "list":
+        if pa.types.is_fixed_size_list(t):
+            if t.list_size < 1:
+                raise DataError(f"--{role}: column {c!r} has list size 0")
+            return ColumnSet(role, cols, kind, t.list_size)
+        dim = None
+        for f, pf in zip(files, pfs):  # variable lists: the first non-empty row fixes the length
+            for b in pf.iter_batches(columns=[c], batch_size=1):
+                if b.num_rows:
+                    v = b.column(0)[0]
+                    if v.is_valid:
+                        dim = len(v)
+                        break
+            if dim is not None:
+                break
+        if not dim:
+            raise DataError(f"--{role}: column {c!r} has no non-empty list to fix its dimension")
+        return ColumnSet(role, cols, kind, dim)
+    vocab: set = set()
+    for f, pf in zip(files, pfs):
+        col = pf.read(columns=[c]).column(0)
+        if col.null_count:
+            raise DataError(f"--{role}: categorical column {c!r} has {col.null_count} null(s) in {storage.describe(f)}")
+        if pa.types.is_dictionary(col.type):
+            col = col.cast(col.type.value_type)
+        vocab.update(pc.unique(col).to_pylist())
+    values = tuple(sorted(vocab, key=lambda v: (str(type(v)), v)))
+    if len(values) < 2:
+        raise DataError(f"--{role}: categorical column {c!r} has a single value {values}; it carries no information")
+    if len(values) > 10000:
+        raise DataError(f"--{role}: categorical column {c!r} has {len(values)} distinct values (> 10000); "
+                        f"pass it as numeric with '{c}:num' or embed it first")
+    return ColumnSet(role, cols, kind, len(values), values)
+
+
+def to_array(table: pa.Table, cs: ColumnSet, where: str) -> np.ndarray:
+    """Convert the columns of ``cs`` in ``table`` to an ``(n, dim)`` float64 array.
+
+    Raises:
+        DataError: nulls, ragged lists, unknown categories, naming ``where`` (file) and column.
+    """
+    n = table.num_rows
+    if cs.kind == "scalars":
+        out = np.empty((n, cs.dim), np.float64)
+        for j, c in enumerate(cs.columns):
+            col = table.column(c)
+            if col.null_count:
+                raise DataError(f"column {c!r} has {col.null_count} null value(s) in {where}")
+            out[:, j] = col.to_numpy()
+        return out
+    c = cs.columns[0]
+    col = table.column(c).combine_chunks()
+    if col.null_count:
+        raise DataError(f"column {c!r} has {col.null_count} null value(s) in {where}")
+    if cs.kind == "categorical":
+        if pa.types.is_dictionary(col.type):
+            col = col.cast(col.type.value_type)
+        idx = pc.index_in(col, value_set=pa.array(list(cs.vocabulary), type=col.type))
+        if idx.null_count:
+            bad = col.filter(pc.is_null(idx))[0].as_py()
+            raise DataError(f"column {c!r} has value {bad!r} in {where} that is not in the vocabulary")
+        out = np.zeros((n, cs.dim), np.float64)
+        out[np.arange(n), idx.to_numpy()] = 1.0
+        return out
+    if pa.types.is_fixed_size_list(col.type):
+        flat = col.flatten()
+    else:
+        lens = pc.list_value_length(col).to_numpy(zero_copy_only=False)
+        bad = np.flatnonzero(lens != cs.dim)
+        if bad.size:
+            raise DataError(
+                f"column {c!r} has a list of length {int(lens[bad[0]])} at row {int(bad[0])} of {where}; "
+                f"expected {cs.dim} (ragged embeddings)"
+            )
+        flat = col.flatten()
+    if flat.null_count:
+        raise DataError(f"column {c!r} has {flat.null_count} null element(s) in {where}")
+    return flat.to_numpy(zero_copy_only=False).astype(np.float64).reshape(n, cs.dim)
+
+
+def nonfinite_rows(a: np.ndarray) -> np.ndarray:
+    return ~np.isfinite(a).all(axis=1)
+
+
+def read_arrays(info: DatasetInfo, max_rows: int | None = None, drop_nonfinite: bool = False
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    """Read the whole dataset (or its first ``max_rows`` rows) into memory.
+
+    For the in-process path (``--workers 0``); the distributed path streams the same conversion.
+
+    Returns:
+        x (n, dx), z (n, dz), row keys (n,) uint64 and the number of non-finite rows dropped.
+
+    Raises:
+        DataError: non-finite values (unless ``drop_nonfinite``), nulls, ragged lists.
+    """
+    xs, zs, ks = [], [], []
+    total = dropped = 0
+    cols = list(dict.fromkeys(list(info.x.columns) + list(info.z.columns) + ([info.row_id] if info.row_id else [])))
+    for f in info.files:
+        start = 0
+        where = storage.describe(f)
+        try:
+            batches = _open(f).iter_batches(columns=cols, batch_size=65536)
+            for b in batches:
+                t = pa.Table.from_batches([b])
+                x, z = to_array(t, info.x, where), to_array(t, info.z, where)
+                keys = (t.column(info.row_id).to_numpy().astype(np.uint64) if info.row_id
+                        else split.row_keys(t.num_rows, start, f))
+                start += t.num_rows
+                bad = nonfinite_rows(x) | nonfinite_rows(z)
+                if bad.any():
+                    if not drop_nonfinite:
+                        r = int(np.flatnonzero(bad)[0])
+                        side, arr = ("x", x) if not np.isfinite(x[r]).all() else ("z", z)
+                        col = info.x.columns if side == "x" else info.z.columns
+                        raise DataError(
+                            f"{int(bad.sum())} row(s) with NaN/Inf in --{side} {','.join(col)} of {where} "
+                            f"(first at row {start - t.num_rows + r}); pass --drop-nonfinite to skip them"
+                        )
+                    dropped += int(bad.sum())
+                    x, z, keys = x[~bad], z[~bad], keys[~bad]
+                xs.append(x), zs.append(z), ks.append(keys)
+                total += x.shape[0]
+                if max_rows is not None and total >= max_rows:
+                    break
+        except (OSError, pa.ArrowException) as e:
+            raise DataError(f"failed reading {where}: {str(e).splitlines()[0]}") from None
+        if max_rows is not None and total >= max_rows:
+            break
+    if total == 0:
+        raise DataError(f"no usable rows in {storage.describe(info.uri)} ({dropped} dropped as non-finite)")
+    x, z, k = np.concatenate(xs), np.concatenate(zs), np.concatenate(ks)
+    if max_rows is not None:
+        x, z, k = x[:max_rows], z[:max_rows], k[:max_rows]
+    return x, z, k, dropped
+
+
+def passthrough_mask(cs: ColumnSet) -> np.ndarray | None:
+    """One-hot columns are not normalized (their scale is already meaningful)."""
+    return np.ones(cs.dim, bool) if cs.kind == "categorical" else None

@@ -1,0 +1,144 @@
+"""Run records and artifacts: ``estimate.json``, ``curves.parquet``, ``curves.png``.
+
+Layout under ``<output>/<run_id>/``. ``estimate.json`` is written last and atomically, so its
+presence means the run is complete; a failed run removes its directory, so nothing partial stays
+in storage. Credentials never enter a record (URIs go through :func:`storage.describe`).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import io as _io
+import json
+import math
+import platform
+import secrets
+
+from mine_dist import storage
+
+
+def new_run_id(prefix: str = "run") -> str:
+    return f"{prefix}-{dt.datetime.now(dt.timezone.utc).strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(3)}"
+
+
+def now_iso() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def versions() -> dict:
+    import numpy
+    import pyarrow
+    import torch
+
+    import mine_dist
+
+    v = {"mine_dist": mine_dist.__version__, "python": platform.python_version(), "torch": torch.__version__,
+         "numpy": numpy.__version__, "pyarrow": pyarrow.__version__}
+    try:
+        from importlib.metadata import version
+
+        v["ray"] = version("ray")
+    except Exception:  # noqa: BLE001 - ray is optional for the in-process path
+        pass
+    return v
+
+
+def read_ground_truth(data_uri: str) -> dict | None:
+    """``ground_truth.json`` beside a generated dataset, if there is one."""
+    base = data_uri.rstrip("/")
+    if base.endswith(".parquet") or any(c in base for c in "*?["):
+        base = base.rsplit("/", 1)[0]
+    uri = storage.join(base, "ground_truth.json")
+    try:
+        return storage.read_json(uri) if storage.exists(uri) else None
+    except storage.StorageError:
+        return None
+
+
+def check_run_dir_free(output: str, run_id: str) -> str:
+    """The run directory URI; refuses to reuse one that holds a finished run."""
+    run_dir = storage.join(output, run_id)
+    if storage.exists(storage.join(run_dir, "estimate.json")):
+        raise FileExistsError(f"run {run_id!r} already finished in {storage.describe(output)}; choose another --run-id")
+    return run_dir
+
+
+def write_run(run_dir: str, record: dict, curves: list[dict], truth: dict | None) -> None:
+    """Write curves (parquet + png) and then the record, atomically and in that order."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pa.Table.from_pylist(curves) if curves else pa.table({"step": pa.array([], pa.int64())})
+    buf = pa.BufferOutputStream()
+    pq.write_table(table, buf)
+    storage.write_bytes_atomic(storage.join(run_dir, "curves.parquet"), buf.getvalue().to_pybytes())
+    storage.write_bytes_atomic(storage.join(run_dir, "curves.png"), plot_curves(record, curves, truth))
+    storage.write_text_atomic(storage.join(run_dir, "estimate.json"), json.dumps(_jsonable(record), indent=2))
+
+
+def _jsonable(o):
+    if isinstance(o, float):
+        return o if math.isfinite(o) else None
+    if isinstance(o, dict):
+        return {k: _jsonable(v) for k, v in o.items()}
+    if isinstance(o, (list, tuple)):
+        return [_jsonable(v) for v in o]
+    return o
+
+
+def plot_curves(record: dict, curves: list[dict], truth: dict | None) -> bytes:
+    """PNG of the train and validation bound over steps, the test estimate with its interval,
+    and the ground truth when known."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4), dpi=110)
+    steps = [c["step"] for c in curves]
+    if curves:
+        ax.plot(steps, [c["train"] for c in curves], label="train (batch mean)", color="#8da0cb")
+        ax.plot(steps, [c["val"] for c in curves], label="validation", color="#1b6fb3", marker=".")
+    lo, hi = record["ci95_nats"]
+    xmax = max(steps) if steps else 1
+    ax.axhspan(lo, hi, color="#fc8d62", alpha=0.25, label=f"test 95% CI [{lo:.3f}, {hi:.3f}]")
+    ax.axhline(record["mi_nats"], color="#e34a33", lw=2, label=f"test estimate {record['mi_nats']:.3f} nats")
+    if record.get("best_step"):
+        ax.axvline(record["best_step"], color="grey", ls=":", lw=1, label=f"selected step {record['best_step']}")
+    if truth is not None and truth.get("mi_nats") is not None:
+        ax.axhline(truth["mi_nats"], color="black", ls="--", lw=1.2, label=f"ground truth {truth['mi_nats']:.3f}")
+    if record.get("cap_nats"):
+        ax.axhline(record["cap_nats"], color="purple", ls="-.", lw=1, label=f"InfoNCE cap log K = {record['cap_nats']:.2f}")
+    ax.set_xlim(0, xmax)
+    ax.set_xlabel("training step")
+    ax.set_ylabel("bound (nats)")
+    ax.set_title(f"{record['bound']} estimate of I(X;Z), {record.get('workers', 0)} worker(s)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    out = _io.BytesIO()
+    fig.savefig(out, format="png")
+    plt.close(fig)
+    return out.getvalue()
+
+
+def summary(record: dict) -> str:
+    """Human summary of a record (several lines)."""
+    lo, hi = record["ci95_nats"]
+    blo, bhi = record["ci95_bits"]
+    lines = [
+        f"I(X;Z) ~= {record['mi_nats']:.4f} nats  (95% CI [{lo:.4f}, {hi:.4f}])",
+        f"        = {record['mi_bits']:.4f} bits  (95% CI [{blo:.4f}, {bhi:.4f}])",
+        f"bound {record['bound']}, test rows {record['n_test']}, train rows {record['n_train']}, "
+        f"steps {record['steps']} (selected {record['best_step']}), workers {record['workers']}, "
+        f"{record['wall_s']:.1f} s",
+    ]
+    if record.get("cap_nats"):
+        lines.append(f"note: InfoNCE cannot exceed log K = {record['cap_nats']:.3f} nats here")
+    gt = record.get("ground_truth")
+    if gt and gt.get("mi_nats") is not None:
+        lines.append(f"ground truth {gt['mi_nats']:.4f} nats ({gt.get('mi_method', '')}); "
+                     f"error {record['mi_nats'] - gt['mi_nats']:+.4f} nats")
+    if record.get("run_dir"):
+        lines.append(f"written to {record['run_dir']}")
+    return "\n".join(lines)

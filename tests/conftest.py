@@ -1,0 +1,22 @@
+import os
+
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+# Small critics are fastest on one thread, and a 2-core CI box is easily oversubscribed.
+torch.set_num_threads(1)
+
+
+def gaussian_pair(n: int, d: int, rho: float, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((n, d))
+    z = rho * x + np.sqrt(1 - rho**2) * rng.standard_normal((n, d))
+    return x, z
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(0)

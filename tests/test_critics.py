@@ -1,0 +1,68 @@
+import pytest
+import torch
+
+from mine_dist.critics import CriticConfig, build_critic, derangement
+
+
+def test_derangement_is_a_permutation_without_fixed_points():
+    g = torch.Generator().manual_seed(0)
+    for b in (2, 3, 17, 256):
+        d = derangement(b, g)
+        assert sorted(d.tolist()) == list(range(b))
+        assert not (d == torch.arange(b)).any()
+
+
+def test_derangement_needs_two():
+    with pytest.raises(ValueError, match="b >= 2"):
+        derangement(1)
+
+
+def test_joint_critic_scores_agree_across_paths():
+    torch.manual_seed(0)
+    c = build_critic(3, 2, CriticConfig(width=16, depth=2))
+    x, z = torch.randn(5, 3), torch.randn(5, 2)
+    perm = derangement(5, torch.Generator().manual_seed(1))
+    tj, tm, s = c(x, z, marg_index=perm)
+    assert s is None and tj.shape == (5,) and tm.shape == (5,)
+    torch.testing.assert_close(tj, c.pairs(x, z))
+    torch.testing.assert_close(tm, c.pairs(x, z[perm]))
+    tj2, tm2, s2 = c(x, z, matrix=True)
+    assert s2.shape == (5, 5) and tm2.shape == (20,)
+    torch.testing.assert_close(tj2, tj)
+    torch.testing.assert_close(s2[0, perm[0]], tm[0])
+
+
+def test_joint_critic_needs_pairs_or_matrix():
+    c = build_critic(1, 1, CriticConfig(width=4, depth=1))
+    with pytest.raises(ValueError, match="needs marg_index"):
+        c(torch.zeros(2, 1), torch.zeros(2, 1))
+
+
+def test_separable_critic_matrix():
+    torch.manual_seed(0)
+    c = build_critic(3, 4, CriticConfig(kind="separable", width=8, depth=1, embed_dim=5))
+    x, z = torch.randn(6, 3), torch.randn(6, 4)
+    tj, tm, s = c(x, z)
+    torch.testing.assert_close(s, c.f(x) @ c.g(z).T)
+    torch.testing.assert_close(tj, s.diagonal())
+    assert tm.shape == (30,)
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"kind": "conv"}, "critic kind must be one of"),
+        ({"width": 0}, "critic width must be an int >= 1; got 0"),
+        ({"depth": 1.5}, "critic depth must be an int >= 1"),
+        ({"activation": "swish"}, "critic activation must be one of"),
+        ({"embed_dim": -1}, "critic embed_dim must be an int >= 1"),
+    ],
+)
+def test_bad_config(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        CriticConfig(**kwargs)
+
+
+def test_bad_input_dim():
+    with pytest.raises(ValueError, match="critic input dimension dz must be an int >= 1"):
+        build_critic(3, 0, CriticConfig())

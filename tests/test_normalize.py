@@ -1,0 +1,45 @@
+import numpy as np
+import pytest
+
+from mine_dist import normalize
+
+
+def test_standard(rng):
+    a = rng.normal(3.0, 2.0, size=(5000, 3))
+    out = normalize.fit("standard", a).apply(a)
+    assert np.allclose(out.mean(0), 0, atol=1e-4) and np.allclose(out.std(0), 1, atol=1e-3)
+
+
+def test_rank_gauss_makes_heavy_tails_gaussian(rng):
+    a = rng.standard_cauchy(size=(20000, 2))
+    out = normalize.fit("rank-gauss", a).apply(a)
+    assert np.abs(out).max() < 5.0
+    assert np.allclose(out.std(0), 1, atol=0.05)
+    # monotone per coordinate: the order of values is preserved
+    o = np.argsort(a[:, 0])
+    assert np.all(np.diff(out[o, 0]) >= 0)
+
+
+def test_rank_gauss_maps_ties_equally(rng):
+    a = rng.integers(0, 3, size=(1000, 1)).astype(float)
+    out = normalize.fit("rank-gauss", a).apply(a)
+    for v in range(3):
+        assert np.ptp(out[a[:, 0] == v, 0]) == 0
+
+
+def test_passthrough_columns_untouched(rng):
+    a = np.c_[rng.normal(size=100), np.eye(2)[rng.integers(0, 2, 100)]]
+    mask = np.array([False, True, True])
+    out = normalize.fit("standard", a, passthrough=mask).apply(a)
+    assert np.array_equal(out[:, 1:], a[:, 1:].astype(np.float32))
+
+
+def test_constant_column_is_rejected(rng):
+    a = np.c_[rng.normal(size=50), np.full(50, 4.0)]
+    with pytest.raises(ValueError, match=r"x column\(s\) \[1\] are constant on the train split"):
+        normalize.fit("standard", a, "x")
+
+
+def test_unknown_method():
+    with pytest.raises(ValueError, match="normalize must be one of"):
+        normalize.fit("minmax", np.zeros((2, 1)))
