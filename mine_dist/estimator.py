@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import copy
 import math
+import sys
 import time
 from dataclasses import asdict, dataclass, field, fields, replace
 
@@ -565,9 +566,30 @@ class Trainer:
         self.generator.set_state(st["generator"])
 
 
+class _LineProgress:
+    """Progress for logs (no TTY, e.g. a Ray job): one line per validation check."""
+
+    def __init__(self, total: int):
+        self.total, self.n, self.t0 = total, 0, time.perf_counter()
+
+    def update(self, k: int) -> None:
+        self.n += k
+
+    def set_postfix(self, **kw) -> None:
+        rate = self.n / max(time.perf_counter() - self.t0, 1e-9)
+        extra = " ".join(f"{k} {v}" for k, v in kw.items())
+        print(f"step {self.n}/{self.total} ({rate:.0f} steps/s) {extra}", file=sys.stderr, flush=True)
+
+    def close(self) -> None:
+        pass
+
+
 def _progress(total: int, enabled: bool):
+    """A tqdm bar on a terminal, one log line per check otherwise, nothing when disabled."""
     if not enabled:
         return None
+    if not sys.stderr.isatty():
+        return _LineProgress(total)
     from tqdm.auto import tqdm
 
     return tqdm(total=total, desc="training", unit="step", dynamic_ncols=True, leave=False)

@@ -110,9 +110,15 @@ def plot_curves(record: dict, curves: list[dict], truth: dict | None) -> bytes:
     if record.get("cap_nats"):
         ax.axhline(record["cap_nats"], color="purple", ls="-.", lw=1, label=f"InfoNCE cap log K = {record['cap_nats']:.2f}")
     ax.set_xlim(0, xmax)
+    ys = [lo, hi] + [c["val"] for c in curves] + ([truth["mi_nats"]] if truth and truth.get("mi_nats") is not None else [])
+    ys = [y for y in ys if y is not None and math.isfinite(y)]
+    if ys:
+        pad = 0.1 * (max(ys) - min(ys) + 0.05)
+        ax.set_ylim(min(ys) - 3 * pad, max(ys) + pad)
     ax.set_xlabel("training step")
     ax.set_ylabel("bound (nats)")
-    ax.set_title(f"{record['bound']} estimate of I(X;Z), {record.get('workers', 0)} worker(s)")
+    where = f"{record['workers']} Ray worker(s)" if record.get("workers") else "in-process"
+    ax.set_title(f"{record['bound']} estimate of I(X;Z), {where}")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="lower right")
     fig.tight_layout()

@@ -412,8 +412,10 @@ def list_files(uri: str, suffix: str | None = None) -> list[str]:
         segments = canonical.split("/")
         first = next(i for i, s in enumerate(segments) if any(c in s for c in _GLOB_CHARS))
         base_uri, pattern = "/".join(segments[:first]), segments[first:]
-        if base_uri.endswith(":/") or base_uri.endswith(":"):
-            raise StorageError(f"a glob needs a fixed directory or bucket before it: {describe(uri)}")
+        if base_uri == "" or base_uri == "file://":
+            base_uri += "/"
+        elif base_uri.endswith("://"):
+            raise StorageError(f"a glob needs a fixed bucket before it: {describe(uri)}")
     fs, base = resolve(base_uri)
     base = base.rstrip("/") or "/"
     with _translating(base_uri, "listing", fs):
