@@ -70,6 +70,12 @@ def add_estimate_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--embed-dim", type=int, help=f"separable critic embedding size (default {c.embed_dim})")
     g = p.add_argument_group("execution and output")
     g.add_argument("--workers", type=int, default=0, help="0: train in this process (no Ray); N: Ray Train with N workers")
+    g.add_argument("--gpu", action="store_true", help="one GPU per Ray worker (NCCL)")
+    g.add_argument("--cpus-per-worker", type=float, default=None,
+                   help="CPUs each Ray worker reserves (default: leave one CPU for data reading)")
+    g.add_argument("--max-failures", type=int, default=2, help="worker failures to recover from via checkpoints")
+    g.add_argument("--max-test-rows", type=int, default=500_000, help="test rows scored for the estimate (Ray path)")
+    g.add_argument("--placement", choices=["PACK", "SPREAD"], default="PACK", help="Ray Train placement strategy")
     g.add_argument("--threads", type=int, default=1, help="torch threads in this process (default 1: fastest for small critics)")
     g.add_argument("--output", default="runs", help="where runs are written: <output>/<run_id>/ (default ./runs)")
     g.add_argument("--run-id", default=None, help="name of this run (default: time + random suffix)")

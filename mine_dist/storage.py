@@ -35,6 +35,7 @@ import os
 import re
 import uuid
 from collections.abc import Iterator
+from datetime import timedelta
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
@@ -216,7 +217,7 @@ def _s3_filesystem(
 
 
 def _gcs_filesystem(*, probe: bool = False) -> pafs.GcsFileSystem:
-    kwargs: dict[str, Any] = {"retry_time_limit": 5} if probe else {}
+    kwargs: dict[str, Any] = {"retry_time_limit": timedelta(seconds=5)} if probe else {}
     try:
         return pafs.GcsFileSystem(**kwargs)
     except (OSError, pa.ArrowException) as exc:

@@ -1,0 +1,108 @@
+"""Ray Data input: validated Parquet row groups -> normalized (x, z) batches of one split.
+
+The unit of work is one Parquet row group. Each Ray Data task reads its row group with pyarrow
+(only the needed columns), converts it with the same code as the in-process path
+(:func:`mine_dist.io.to_array`), assigns each row its deterministic split from the same row keys
+(file name + position, or the row-id column), keeps the rows of the requested split and applies
+the normalizer fitted on the train split. Only one row group per task is ever in memory, so
+memory stays flat whatever the number of rows.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+
+from mine_dist import io, split
+from mine_dist.normalize import Normalizer
+
+
+@dataclass(frozen=True)
+class Unit:
+    file: str
+    row_group: int
+    start: int  # position of the row group's first row within its file
+    rows: int
+
+
+def units(info: io.DatasetInfo) -> list[Unit]:
+    """One work unit per row group of every file."""
+    out = []
+    for f in info.files:
+        md = io._open(f).metadata
+        start = 0
+        for i in range(md.num_row_groups):
+            n = md.row_group(i).num_rows
+            if n:
+                out.append(Unit(f, i, start, n))
+            start += n
+    return out
+
+
+def read_unit(u: Unit, info: io.DatasetInfo, which: int, val_fraction: float, test_fraction: float,
+              drop_nonfinite: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Rows of split ``which`` in one row group, as float64 (n, dx), (n, dz) arrays."""
+    from mine_dist import storage
+
+    cols = list(dict.fromkeys(list(info.x.columns) + list(info.z.columns) + ([info.row_id] if info.row_id else [])))
+    where = storage.describe(u.file)
+    try:
+        t: pa.Table = io._open(u.file).read_row_group(u.row_group, columns=cols)
+    except (OSError, pa.ArrowException) as e:
+        raise io.DataError(f"failed reading {where}: {str(e).splitlines()[0]}") from None
+    keys = (t.column(info.row_id).to_numpy().astype(np.uint64) if info.row_id
+            else split.row_keys(t.num_rows, u.start, u.file))
+    keep = split.assign(keys, val_fraction, test_fraction) == which
+    x, z = io.to_array(t, info.x, where)[keep], io.to_array(t, info.z, where)[keep]
+    bad = io.nonfinite_rows(x) | io.nonfinite_rows(z)
+    if bad.any():
+        if not drop_nonfinite:
+            raise io.DataError(f"{int(bad.sum())} row(s) with NaN/Inf in {where} (row group {u.row_group}); "
+                               f"pass --drop-nonfinite to skip them")
+        x, z = x[~bad], z[~bad]
+    return x, z
+
+
+def split_dataset(info: io.DatasetInfo, which: int, val_fraction: float, test_fraction: float,
+                  drop_nonfinite: bool, nx: Normalizer | None = None, nz: Normalizer | None = None,
+                  shuffle_units: bool = False, seed: int = 0):
+    """A Ray Dataset with float32 columns ``x`` (n, dx) and ``z`` (n, dz) for one split.
+
+    Args:
+        which: :data:`split.TRAIN`, :data:`split.VAL` or :data:`split.TEST`.
+        nx, nz: normalizers to apply (``None``: raw values, used to fit them).
+        shuffle_units: visit row groups in a random order (training), so that shards written sorted
+            or grouped do not hand the critic batches from one region of the data.
+    """
+    import ray.data
+
+    us = units(info)
+    if shuffle_units:
+        us = [us[i] for i in np.random.default_rng(seed).permutation(len(us))]
+
+    def load(batch: dict) -> dict:
+        xs, zs = [], []
+        for u in batch["unit"]:
+            x, z = read_unit(u, info, which, val_fraction, test_fraction, drop_nonfinite)
+            xs.append(x if nx is None else nx.apply(x))
+            zs.append(z if nz is None else nz.apply(z))
+        return {"x": np.concatenate(xs).astype(np.float32), "z": np.concatenate(zs).astype(np.float32)}
+
+    ds = ray.data.from_items([{"unit": u} for u in us], override_num_blocks=len(us))
+    return ds.map_batches(load, batch_size=1, batch_format="numpy")
+
+
+def take_arrays(ds, max_rows: int) -> tuple[np.ndarray, np.ndarray]:
+    """Stream up to ``max_rows`` rows of a split dataset into two numpy arrays on the driver."""
+    xs, zs, n = [], [], 0
+    for b in ds.iter_batches(batch_size=8192, batch_format="numpy"):
+        xs.append(np.asarray(b["x"]))
+        zs.append(np.asarray(b["z"]))
+        n += len(xs[-1])
+        if n >= max_rows:
+            break
+    if not xs:
+        return np.zeros((0, 1), np.float32), np.zeros((0, 1), np.float32)
+    return np.concatenate(xs)[:max_rows], np.concatenate(zs)[:max_rows]

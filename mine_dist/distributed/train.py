@@ -1,0 +1,183 @@
+"""Ray Train data-parallel MINE: the worker loop and the driver that launches it.
+
+The worker runs the library's :class:`~mine_dist.estimator.Trainer` (the same ``train_step`` as
+the in-process estimator) with two differences: the critic is wrapped in DDP by
+``prepare_model`` and the EMA statistic is reduced across ranks by
+:class:`~mine_dist.sync.TorchDistributed`. Every rank validates on the same validation rows with
+identical parameters, so every rank takes the same early-stopping decision without a broadcast;
+only rank 0 writes checkpoints. The test split is scored on the driver after training.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+import time
+
+import numpy as np
+import torch
+
+from mine_dist import split, storage
+from mine_dist.estimator import EstimatorConfig, Trainer, bound_from_scores, finish_estimate, score_rows
+
+CHECKPOINT_FILE = "state.pt"
+
+
+def worker_loop(conf: dict) -> dict:
+    """Ray Train worker: train the critic on this rank's shard of the train split."""
+    import ray.train
+    from ray.train.torch import prepare_model
+
+    from mine_dist.sync import collective_for_current_process
+
+    cfg = EstimatorConfig.from_dict(conf["config"])
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    device = ray.train.torch.get_device() if conf["use_gpu"] else torch.device("cpu")
+    collective = collective_for_current_process(device)
+    trainer = Trainer(cfg, conf["dx"], conf["dz"], device, collective, rank,
+                      wrap=prepare_model if world > 1 else None)
+    ckpt = ray.train.get_checkpoint()
+    if ckpt is not None:
+        with ckpt.as_directory() as d:
+            trainer.load_state_dict(torch.load(os.path.join(d, CHECKPOINT_FILE), weights_only=True,
+                                               map_location=device))
+    xv = torch.from_numpy(conf["val_x"]).to(device)
+    zv = torch.from_numpy(conf["val_z"]).to(device)
+    shard = ray.train.get_dataset_shard("train")
+    t0, rows_at_t0 = time.perf_counter(), trainer.step_count
+
+    def check_and_report(final: bool = False) -> None:
+        if not final:
+            tj, tm = score_rows(trainer.module, xv, zv, cfg, seed=cfg.seed + 7)
+            trainer.record_check(bound_from_scores(cfg.bound, tj, tm, cfg.smile_tau))
+        last = trainer.curves[-1] if trainer.curves else {"train": math.nan, "val": math.nan}
+        rate = (trainer.step_count - rows_at_t0) * cfg.batch_size * world / max(time.perf_counter() - t0, 1e-9)
+        metrics = {"step": trainer.step_count, "train": last["train"], "val": last["val"],
+                   "best_val": trainer.best_val, "samples_per_s": rate, "final": final}
+        with tempfile.TemporaryDirectory() as d:
+            checkpoint = None
+            if rank == 0:
+                torch.save(trainer.state_dict(), os.path.join(d, CHECKPOINT_FILE))
+                checkpoint = ray.train.Checkpoint.from_directory(d)
+            ray.train.report(metrics, checkpoint=checkpoint,
+                             checkpoint_dir_name=f"step_{trainer.step_count:08d}{'_final' if final else ''}")
+
+    while not trainer.done():
+        stepped = 0
+        for batch in shard.iter_torch_batches(batch_size=cfg.batch_size, drop_last=True, device=device,
+                                              local_shuffle_buffer_size=conf["shuffle_buffer"],
+                                              local_shuffle_seed=cfg.seed + rank + trainer.step_count):
+            trainer.step(batch["x"], batch["z"])
+            stepped += 1
+            if trainer.step_count % cfg.eval_every == 0 or trainer.step_count == cfg.steps:
+                check_and_report()
+            if trainer.done():
+                break
+        if stepped == 0:
+            raise RuntimeError(f"rank {rank} got no full batch of {cfg.batch_size} train rows in an epoch; "
+                               f"use a smaller --batch-size or fewer --workers")
+    check_and_report(final=True)
+    return {"steps": trainer.step_count, "best_step": trainer.best_step}
+
+
+def auto_cpus_per_worker(workers: int, use_gpu: bool) -> float:
+    """CPUs each worker asks for: leave one CPU for Ray Data's read tasks (else they starve)."""
+    import ray
+
+    total = float(ray.cluster_resources().get("CPU", 1.0))
+    if use_gpu:
+        return max(1.0, min(4.0, (total - 1) / workers))
+    return max(0.1, min(1.0, (total - 1) / workers)) if total > 1 else 0.5 / workers
+
+
+def run_distributed(args, cfg: EstimatorConfig, info, run_dir: str) -> dict:
+    """Fit on Ray Train with ``args.workers`` workers; returns the result dict of an estimate."""
+    import ray
+    from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    from mine_dist import normalize
+    from mine_dist.distributed.data import split_dataset, take_arrays
+    from mine_dist.distributed.runtime import ensure_ray
+
+    ensure_ray()
+    use_gpu = bool(getattr(args, "gpu", False))
+    if use_gpu:
+        cfg = EstimatorConfig.from_dict({**cfg.to_dict(), "device": "cuda"})
+    counts = split_counts(info, cfg)
+    if counts[split.TRAIN] < cfg.batch_size * args.workers:
+        raise ValueError(f"too few rows: {counts[split.TRAIN]} train rows for {args.workers} worker(s) x "
+                         f"batch_size {cfg.batch_size}")
+    fractions = (cfg.val_fraction, cfg.test_fraction)
+    drop = args.drop_nonfinite
+    # Normalizer from a streamed sample of train rows (row groups in random order: sorted data).
+    raw_train = split_dataset(info, split.TRAIN, *fractions, drop, shuffle_units=True, seed=cfg.seed)
+    sx, sz = take_arrays(raw_train, 200_000)
+    nx = normalize.fit(cfg.normalize, sx, "x", _mask(info.x))
+    nz = normalize.fit(cfg.normalize, sz, "z", _mask(info.z))
+    val_x, val_z = take_arrays(split_dataset(info, split.VAL, *fractions, drop, nx, nz), cfg.max_eval_rows)
+    if len(val_x) < 2:
+        raise ValueError(f"too few validation rows ({len(val_x)}); use more data or a larger val_fraction")
+    train_ds = split_dataset(info, split.TRAIN, *fractions, drop, nx, nz, shuffle_units=True, seed=cfg.seed)
+    fs, path = storage.resolve(run_dir)
+    cpw = args.cpus_per_worker or auto_cpus_per_worker(args.workers, use_gpu)
+    conf = {"config": cfg.to_dict(), "dx": info.x.dim, "dz": info.z.dim, "val_x": val_x, "val_z": val_z,
+            "use_gpu": use_gpu, "shuffle_buffer": max(4 * cfg.batch_size, 16384)}
+    trainer = TorchTrainer(
+        worker_loop,
+        train_loop_config=conf,
+        scaling_config=ScalingConfig(num_workers=args.workers, use_gpu=use_gpu,
+                                     resources_per_worker={"CPU": cpw, **({"GPU": 1} if use_gpu else {})},
+                                     placement_strategy=getattr(args, "placement", "PACK")),
+        run_config=RunConfig(
+            storage_path=path, storage_filesystem=fs, name="checkpoints",
+            failure_config=FailureConfig(max_failures=args.max_failures),
+            checkpoint_config=CheckpointConfig(num_to_keep=2),
+        ),
+        datasets={"train": train_ds},
+        dataset_config=DataConfig(datasets_to_split=["train"]),
+    )
+    t0 = time.perf_counter()
+    result = trainer.fit()
+    wall = time.perf_counter() - t0
+    with result.checkpoint.as_directory() as d:
+        state = torch.load(os.path.join(d, CHECKPOINT_FILE), weights_only=True, map_location="cpu")
+    # Score the test split on the driver with the validation-selected critic.
+    from mine_dist.critics import build_critic
+
+    critic = build_critic(info.x.dim, info.z.dim, cfg.critic)
+    critic.load_state_dict(state["best_state"] or state["critic"])
+    critic.eval()
+    test_x, test_z = take_arrays(split_dataset(info, split.TEST, *fractions, drop, nx, nz), args.max_test_rows)
+    tj, tm = score_rows(critic, torch.from_numpy(test_x), torch.from_numpy(test_z), cfg, seed=cfg.seed + 11)
+    est = finish_estimate(cfg, tj, tm, n_train=counts[split.TRAIN], n_val=counts[split.VAL], steps=state["step"],
+                          best_step=state["best_step"], stopped_early=state["step"] < cfg.steps, wall=wall,
+                          curves=state["curves"], normalization={"x": nx.to_dict(), "z": nz.to_dict()})
+    out = est.to_dict()
+    out["n_test_rows_in_split"] = counts[split.TEST]
+    out["checkpoints"] = storage.describe(storage.join(run_dir, "checkpoints"))
+    return out
+
+
+def split_counts(info, cfg: EstimatorConfig) -> dict:
+    """Exact rows per split, from row counts alone (or the row-id column) without reading data."""
+    counts = {split.TRAIN: 0, split.VAL: 0, split.TEST: 0}
+    for f, n in zip(info.files, info.rows_per_file):
+        if info.row_id:
+            from mine_dist import io
+
+            keys = io._open(f).read(columns=[info.row_id]).column(0).to_numpy().astype(np.uint64)
+        else:
+            keys = split.row_keys(n, 0, f)
+        codes = split.assign(keys, cfg.val_fraction, cfg.test_fraction)
+        for s in counts:
+            counts[s] += int((codes == s).sum())
+    return counts
+
+
+def _mask(cs):
+    from mine_dist import io
+
+    return io.passthrough_mask(cs)

@@ -1,0 +1,22 @@
+"""Estimate I(X;Z) on Ray: Ray Data streams the Parquet rows, Ray Train fits the critic.
+
+Local (starts a private Ray automatically):
+    python pipelines/estimate.py --data demo/data --output demo/runs
+
+On a cluster (the same options; data and output in object storage):
+    ray job submit --working-dir . -- python pipelines/estimate.py \
+        --data s3://bucket/embeddings/ --x emb --z label --output s3://bucket/mi-runs/ --workers 4
+
+Options are exactly those of ``mine-dist estimate``; here ``--workers`` defaults to 1 (Ray Train).
+"""
+
+import argparse
+import sys
+
+from mine_dist.cli import add_estimate_args, dispatch
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_estimate_args(parser)
+    parser.set_defaults(workers=1, command="estimate")
+    sys.exit(dispatch(parser.parse_args()))
