@@ -79,6 +79,8 @@ def add_estimate_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--threads", type=int, default=1, help="torch threads in this process (default 1: fastest for small critics)")
     g.add_argument("--output", default="runs", help="where runs are written: <output>/<run_id>/ (default ./runs)")
     g.add_argument("--run-id", default=None, help="name of this run (default: time + random suffix)")
+    g.add_argument("--resume", default=None, metavar="RUN_ID",
+                   help="continue a stopped Ray run from its latest checkpoint (same options as the first run)")
     g.add_argument("--json", action="store_true", help="print the record as JSON on the last line of stdout")
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
 
@@ -110,21 +112,54 @@ def config_from_args(args: argparse.Namespace) -> EstimatorConfig:
 
 
 def run_estimate(args: argparse.Namespace) -> dict:
-    """Validate, estimate (in-process or on Ray), write the run; returns the record."""
-    import torch
+    """Validate, estimate (in-process or on Ray), write the run; returns the record.
 
-    from mine_dist import io
-    from mine_dist.estimator import MINE
-
+    A failure from bad input removes the run directory (nothing partial stays in storage); a
+    training failure or interruption keeps its checkpoints so ``--resume RUN_ID`` can continue.
+    """
     cfg = config_from_args(args)
     if args.workers < 0:
         raise ValueError(f"--workers must be >= 0; got {args.workers}")
     if args.max_rows is not None and args.max_rows < 2:
         raise ValueError(f"--max-rows must be >= 2; got {args.max_rows}")
-    run_id = args.run_id or runs.new_run_id()
-    run_dir = runs.check_run_dir_free(args.output, run_id)
+    if args.resume and args.run_id and args.resume != args.run_id:
+        raise ValueError(f"--resume {args.resume} and --run-id {args.run_id} name different runs")
+    run_id = args.resume or args.run_id or runs.new_run_id()
+    if args.resume and args.workers == 0:
+        raise ValueError("--resume needs the Ray path (--workers >= 1): in-process runs keep no checkpoints")
     storage.check_reachable(args.output, for_write=True)
+    run_dir = runs.check_run_dir_free(args.output, run_id)
+    ckpt_dir = storage.join(run_dir, "checkpoints")
+    has_ckpt = storage.exists(ckpt_dir) and bool(storage.list_files(ckpt_dir))
+    if has_ckpt and not args.resume:
+        raise FileExistsError(f"run {run_id!r} has checkpoints in {storage.describe(run_dir)}; "
+                              f"pass --resume {run_id} to continue it, or choose another --run-id")
+    if args.resume and not has_ckpt:
+        raise FileNotFoundError(f"--resume {run_id}: no checkpoints in {storage.describe(run_dir)}")
     started, t0 = runs.now_iso(), time.perf_counter()
+    try:
+        record = _estimate_and_write(args, cfg, run_id, run_dir, started, t0)
+    except (ValueError, TypeError, storage.StorageError, FileNotFoundError):
+        # Bad input or configuration: nothing of this run is worth keeping.
+        if not args.resume:
+            storage.delete_tree(run_dir)
+        raise
+    except BaseException:
+        # Training failed or was interrupted: keep checkpoints so the run can be resumed.
+        if storage.exists(storage.join(run_dir, "checkpoints")):
+            _log(f"run {run_id} stopped; continue it with --resume {run_id}")
+        else:
+            storage.delete_tree(run_dir)
+        raise
+    return record
+
+
+def _estimate_and_write(args, cfg, run_id, run_dir, started, t0) -> dict:
+    import torch
+
+    from mine_dist import io
+    from mine_dist.estimator import MINE
+
     info = io.inspect(args.data, args.x, args.z, args.row_id)
     _log(f"data: {info.rows} rows in {len(info.files)} file(s); x = {info.x.kind} {list(info.x.columns)} "
          f"(dim {info.x.dim}), z = {info.z.kind} {list(info.z.columns)} (dim {info.z.dim})")
@@ -136,17 +171,16 @@ def run_estimate(args: argparse.Namespace) -> dict:
             _log(f"dropped {dropped} row(s) with NaN/Inf")
         est = MINE(cfg).estimate(x, z, row_keys=keys, passthrough_x=io.passthrough_mask(info.x),
                                  passthrough_z=io.passthrough_mask(info.z), progress=not args.no_progress)
-        result, workers = est.to_dict(), 0
+        result = est.to_dict()
         result["dropped_nonfinite"] = dropped
     else:
         from mine_dist.distributed import run_distributed  # Ray is imported only on this path
 
         result = run_distributed(args, cfg, info, run_dir)
-        workers = args.workers
     record = {
         "run_id": run_id,
         **{k: v for k, v in result.items() if k != "curves"},
-        "workers": workers,
+        "workers": args.workers,
         "data": info.record(),
         "x_columns": info.x.to_dict(),
         "z_columns": info.z.to_dict(),
@@ -157,11 +191,7 @@ def run_estimate(args: argparse.Namespace) -> dict:
         "wall_s": round(time.perf_counter() - t0, 3),
         "run_dir": storage.describe(run_dir),
     }
-    try:
-        runs.write_run(run_dir, record, result["curves"], truth)
-    except BaseException:
-        storage.delete_tree(run_dir)
-        raise
+    runs.write_run(run_dir, record, result["curves"], truth)
     return record
 
 
@@ -231,12 +261,16 @@ def dispatch(args: argparse.Namespace) -> int:
         return _fail(e, EXIT_DATA)
     except storage.StorageError as e:
         return _fail(e, EXIT_STORAGE)
-    except (ValueError, TypeError, FileExistsError) as e:
+    except (ValueError, TypeError, FileExistsError, FileNotFoundError) as e:
         return _fail(e, EXIT_USAGE)
     except FloatingPointError as e:
         return _fail(e, EXIT_FAILED)
     except KeyboardInterrupt:
         return _fail("interrupted", 130)
+    except Exception as e:  # noqa: BLE001 - training failures (e.g. Ray worker errors): one line, non-zero
+        cause = getattr(e, "cause", None) or e.__cause__ or e
+        return _fail(f"{type(e).__name__}: {str(cause).strip().splitlines()[-1] if str(cause).strip() else cause!r}",
+                     EXIT_FAILED)
     if text is not None:
         print(text, flush=True)
     return 0

@@ -302,8 +302,9 @@ class MIEstimate:
     """An estimate on held-out test rows.
 
     Attributes:
-        mi_nats, mi_bits: the bound on the test split.
-        ci95_nats, ci95_bits: 95% interval (``ci_method`` says how it was obtained).
+        mi_nats, mi_bits: the bound on the test split, clipped at 0 (MI >= 0).
+        ci95_nats, ci95_bits: 95% interval (``ci_method`` says how it was obtained), clipped at 0.
+        bound_nats, bound_ci95_nats: the raw (unclipped) test bound and its interval.
         bound: which bound was trained and reported.
         cap_nats: the largest value the bound can take here (InfoNCE: log of the candidates),
             or None when uncapped.
@@ -318,6 +319,8 @@ class MIEstimate:
     mi_bits: float
     ci95_nats: tuple[float, float]
     ci95_bits: tuple[float, float]
+    bound_nats: float
+    bound_ci95_nats: tuple[float, float]
     bound: str
     cap_nats: float | None
     n_train: int
@@ -336,6 +339,7 @@ class MIEstimate:
         d = asdict(self)
         d["ci95_nats"] = list(self.ci95_nats)
         d["ci95_bits"] = list(self.ci95_bits)
+        d["bound_ci95_nats"] = list(self.bound_ci95_nats)
         return d
 
 
@@ -468,12 +472,20 @@ class MINE:
 
 def finish_estimate(cfg: EstimatorConfig, tj, tm, *, n_train, n_val, steps, best_step, stopped_early,
                     wall, curves, normalization) -> MIEstimate:
-    """Turn held-out test scores into the reported :class:`MIEstimate`."""
-    mi = bound_from_scores(cfg.bound, tj, tm, cfg.smile_tau)
+    """Turn held-out test scores into the reported :class:`MIEstimate`.
+
+    MI is non-negative, so ``max(0, bound)`` is still a lower bound: the reported ``mi_nats`` and
+    ``ci95_nats`` are clipped at 0, and the raw test bound and its interval are kept beside them
+    (``bound_nats``, ``bound_ci95_nats``). A raw value below 0 means the critic found no dependence
+    that generalizes to held-out rows.
+    """
+    raw = bound_from_scores(cfg.bound, tj, tm, cfg.smile_tau)
     lo, hi = bootstrap_ci(cfg.bound, tj, tm, cfg.smile_tau, cfg.bootstrap, cfg.seed + 13)
+    mi, clo, chi = max(raw, 0.0), max(lo, 0.0), max(hi, 0.0)
     cap = float(np.log(np.isfinite(tm).sum(1).min() + 1)) if cfg.bound == "infonce" else None
     return MIEstimate(
-        mi_nats=mi, mi_bits=_bits(mi), ci95_nats=(lo, hi), ci95_bits=(_bits(lo), _bits(hi)),
+        mi_nats=mi, mi_bits=_bits(mi), ci95_nats=(clo, chi), ci95_bits=(_bits(clo), _bits(chi)),
+        bound_nats=raw, bound_ci95_nats=(lo, hi),
         bound=cfg.bound, cap_nats=cap, n_train=int(n_train), n_val=int(n_val), n_test=int(tj.shape[0]),
         steps=int(steps), best_step=int(best_step), stopped_early=bool(stopped_early),
         ci_method=f"percentile bootstrap over test rows with their negatives, {cfg.bootstrap} resamples",

@@ -83,8 +83,7 @@ def list_parquet(uri: str) -> list[str]:
     """The Parquet files of a dataset: one file, a directory (recursive) or a glob."""
     try:
         if any(c in uri for c in "*?["):
-            parent = uri[: uri.rfind("/", 0, min(uri.find(c) for c in "*?[" if c in uri))]
-            files = [f for f in storage.list_files(parent) if fnmatch.fnmatch(f, uri)]
+            files = [f for f in storage.list_files(uri) if f.endswith(".parquet")]
         elif uri.endswith(".parquet") and storage.exists(uri):
             files = [uri]
         else:

@@ -71,6 +71,9 @@ _DENIED = (
     "InvalidAccessKeyId",
     "Forbidden",
     "HTTP status 403",
+    "PERMISSION_DENIED",
+    "UNAUTHENTICATED",
+    "OAuth2 access token",
 )
 _NO_BUCKET = ("NO_SUCH_BUCKET", "NoSuchBucket", "specified bucket does not exist")
 _UNREACHABLE = (
@@ -217,7 +220,9 @@ def _s3_filesystem(
 
 
 def _gcs_filesystem(*, probe: bool = False) -> pafs.GcsFileSystem:
-    kwargs: dict[str, Any] = {"retry_time_limit": timedelta(seconds=5)} if probe else {}
+    # pyarrow's default retry budget is 15 minutes, which turns missing credentials or no
+    # network into a long hang; transient errors rarely outlast a minute.
+    kwargs: dict[str, Any] = {"retry_time_limit": timedelta(seconds=3 if probe else 60)}
     try:
         return pafs.GcsFileSystem(**kwargs)
     except (OSError, pa.ArrowException) as exc:

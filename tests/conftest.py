@@ -1,6 +1,9 @@
 import os
 
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+# Ray workers import test helpers (tests.*): they inherit PYTHONPATH from the driver at ray.init.
+_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (_ROOT, os.environ.get("PYTHONPATH")) if p)
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402

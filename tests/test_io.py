@@ -158,3 +158,9 @@ def test_single_valued_categorical(tmp_path):
 def test_max_rows(ds):
     x, _, _, _ = io.read_arrays(io.inspect(str(ds), "x", "z"), max_rows=60)
     assert x.shape[0] == 60
+
+
+def test_glob_relative_and_absolute(ds, monkeypatch):
+    assert len(io.inspect(str(ds / "part-1*.parquet"), "x", "z").files) == 1
+    monkeypatch.chdir(ds.parent)
+    assert len(io.inspect(f"{ds.name}/part-*.parquet", "x", "z").files) == 2

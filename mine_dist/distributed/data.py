@@ -27,16 +27,20 @@ class Unit:
     rows: int
 
 
-def units(info: io.DatasetInfo) -> list[Unit]:
-    """One work unit per row group of every file."""
+def units(info: io.DatasetInfo, max_rows: int | None = None) -> list[Unit]:
+    """One work unit per row group of every file (the first row groups holding ``max_rows``)."""
     out = []
+    total = 0
     for f in info.files:
+        if max_rows is not None and total >= max_rows:
+            break
         md = io._open(f).metadata
         start = 0
         for i in range(md.num_row_groups):
             n = md.row_group(i).num_rows
-            if n:
+            if n and (max_rows is None or total < max_rows):
                 out.append(Unit(f, i, start, n))
+                total += n
             start += n
     return out
 
@@ -65,9 +69,93 @@ def read_unit(u: Unit, info: io.DatasetInfo, which: int, val_fraction: float, te
     return x, z
 
 
+@dataclass
+class Scan:
+    """What one pass over every row group tells the driver before training starts."""
+
+    counts: dict  # split code -> rows
+    dropped: int  # non-finite rows dropped
+    sample_x: np.ndarray  # train rows sampled uniformly (for fitting the normalizer)
+    sample_z: np.ndarray
+    val_x: np.ndarray  # validation rows sampled uniformly (raw values)
+    val_z: np.ndarray
+
+
+def _scan_unit(u: Unit, info: io.DatasetInfo, fractions, drop_nonfinite: bool, k_train: int, k_val: int,
+               seed: int) -> dict:
+    from mine_dist import storage
+
+    cols = list(dict.fromkeys(list(info.x.columns) + list(info.z.columns) + ([info.row_id] if info.row_id else [])))
+    where = storage.describe(u.file)
+    try:
+        t = io._open(u.file).read_row_group(u.row_group, columns=cols)
+    except (OSError, pa.ArrowException) as e:
+        raise io.DataError(f"failed reading {where}: {str(e).splitlines()[0]}") from None
+    x, z = io.to_array(t, info.x, where), io.to_array(t, info.z, where)
+    keys = (t.column(info.row_id).to_numpy().astype(np.uint64) if info.row_id
+            else split.row_keys(t.num_rows, u.start, u.file))
+    codes = split.assign(keys, *fractions)
+    bad = io.nonfinite_rows(x) | io.nonfinite_rows(z)
+    if bad.any() and not drop_nonfinite:
+        r = int(np.flatnonzero(bad)[0])
+        side = "x" if not np.isfinite(x[r]).all() else "z"
+        raise io.DataError(
+            f"{int(bad.sum())} row(s) with NaN/Inf in --{side} of {where} (first at row {u.start + r}); "
+            f"pass --drop-nonfinite to skip them")
+    good = ~bad
+    rng = np.random.default_rng([seed, u.row_group, int(split.file_key(u.file) % (1 << 32))])
+    out = {"dropped": int(bad.sum())}
+    for code in (split.TRAIN, split.VAL, split.TEST):
+        out[f"n{code}"] = int(((codes == code) & good).sum())
+    for code, k, name in ((split.TRAIN, k_train, "s"), (split.VAL, k_val, "v")):
+        idx = np.flatnonzero((codes == code) & good)
+        if idx.size > k:
+            idx = np.sort(rng.choice(idx, k, replace=False))
+        out[name + "x"], out[name + "z"] = x[idx], z[idx]
+    return out
+
+
+def scan(info: io.DatasetInfo, fractions, drop_nonfinite: bool, sample_rows: int, val_rows: int,
+         seed: int = 0, max_rows: int | None = None) -> Scan:
+    """One parallel pass (Ray tasks, one per row group) over the whole dataset, before training.
+
+    Counts rows per split, rejects NaN/Inf naming the file (or counts the rows dropped), and keeps a
+    uniform sample of train rows (normalizer) and of validation rows (early stopping), each row group
+    contributing in proportion to its size.
+
+    Raises:
+        DataError: non-finite values, nulls, ragged lists, unreadable row groups.
+    """
+    import ray
+
+    us = units(info, max_rows)
+    total = max(1, sum(u.rows for u in us))
+
+    @ray.remote(num_cpus=0.5)
+    def task(u, k_train, k_val):
+        return _scan_unit(u, info, fractions, drop_nonfinite, k_train, k_val, seed)
+
+    refs = [task.remote(u, int(np.ceil(sample_rows * u.rows / total)) + 1, int(np.ceil(val_rows * u.rows / total)) + 1)
+            for u in us]
+    parts = []
+    try:
+        while refs:  # collect as they finish; the first data error cancels the rest
+            done, refs = ray.wait(refs, num_returns=1)
+            parts.append(ray.get(done[0]))
+    except ray.exceptions.RayTaskError as e:
+        for r in refs:
+            ray.cancel(r)
+        cause = e.cause if isinstance(getattr(e, "cause", None), Exception) else e
+        raise (cause if isinstance(cause, io.DataError) else io.DataError(str(cause).splitlines()[0])) from None
+    counts = {c: sum(p[f"n{c}"] for p in parts) for c in (split.TRAIN, split.VAL, split.TEST)}
+    cat = lambda k: np.concatenate([p[k] for p in parts])  # noqa: E731
+    return Scan(counts, sum(p["dropped"] for p in parts), cat("sx")[:sample_rows], cat("sz")[:sample_rows],
+                cat("vx")[:val_rows], cat("vz")[:val_rows])
+
+
 def split_dataset(info: io.DatasetInfo, which: int, val_fraction: float, test_fraction: float,
                   drop_nonfinite: bool, nx: Normalizer | None = None, nz: Normalizer | None = None,
-                  shuffle_units: bool = False, seed: int = 0):
+                  shuffle_units: bool = False, seed: int = 0, max_rows: int | None = None):
     """A Ray Dataset with float32 columns ``x`` (n, dx) and ``z`` (n, dz) for one split.
 
     Args:
@@ -78,7 +166,7 @@ def split_dataset(info: io.DatasetInfo, which: int, val_fraction: float, test_fr
     """
     import ray.data
 
-    us = units(info)
+    us = units(info, max_rows)
     if shuffle_units:
         us = [us[i] for i in np.random.default_rng(seed).permutation(len(us))]
 

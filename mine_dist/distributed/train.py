@@ -99,28 +99,28 @@ def run_distributed(args, cfg: EstimatorConfig, info, run_dir: str) -> dict:
     from ray.train.torch import TorchTrainer
 
     from mine_dist import normalize
-    from mine_dist.distributed.data import split_dataset, take_arrays
+    from mine_dist.distributed.data import scan, split_dataset, take_arrays
     from mine_dist.distributed.runtime import ensure_ray
 
     ensure_ray()
     use_gpu = bool(getattr(args, "gpu", False))
     if use_gpu:
         cfg = EstimatorConfig.from_dict({**cfg.to_dict(), "device": "cuda"})
-    counts = split_counts(info, cfg)
+    fractions = (cfg.val_fraction, cfg.test_fraction)
+    drop = args.drop_nonfinite
+    sc = scan(info, fractions, drop, sample_rows=200_000, val_rows=cfg.max_eval_rows, seed=cfg.seed,
+              max_rows=args.max_rows)
+    counts = sc.counts
     if counts[split.TRAIN] < cfg.batch_size * args.workers:
         raise ValueError(f"too few rows: {counts[split.TRAIN]} train rows for {args.workers} worker(s) x "
                          f"batch_size {cfg.batch_size}")
-    fractions = (cfg.val_fraction, cfg.test_fraction)
-    drop = args.drop_nonfinite
-    # Normalizer from a streamed sample of train rows (row groups in random order: sorted data).
-    raw_train = split_dataset(info, split.TRAIN, *fractions, drop, shuffle_units=True, seed=cfg.seed)
-    sx, sz = take_arrays(raw_train, 200_000)
-    nx = normalize.fit(cfg.normalize, sx, "x", _mask(info.x))
-    nz = normalize.fit(cfg.normalize, sz, "z", _mask(info.z))
-    val_x, val_z = take_arrays(split_dataset(info, split.VAL, *fractions, drop, nx, nz), cfg.max_eval_rows)
-    if len(val_x) < 2:
-        raise ValueError(f"too few validation rows ({len(val_x)}); use more data or a larger val_fraction")
-    train_ds = split_dataset(info, split.TRAIN, *fractions, drop, nx, nz, shuffle_units=True, seed=cfg.seed)
+    if counts[split.VAL] < 2 or counts[split.TEST] < 2:
+        raise ValueError(f"too few rows: {counts[split.VAL]} validation and {counts[split.TEST]} test rows; need >= 2 each")
+    nx = normalize.fit(cfg.normalize, sc.sample_x, "x", _mask(info.x))
+    nz = normalize.fit(cfg.normalize, sc.sample_z, "z", _mask(info.z))
+    val_x, val_z = nx.apply(sc.val_x), nz.apply(sc.val_z)
+    train_ds = split_dataset(info, split.TRAIN, *fractions, drop, nx, nz, shuffle_units=True, seed=cfg.seed,
+                             max_rows=args.max_rows)
     fs, path = storage.resolve(run_dir)
     cpw = args.cpus_per_worker or auto_cpus_per_worker(args.workers, use_gpu)
     conf = {"config": cfg.to_dict(), "dx": info.x.dim, "dz": info.z.dim, "val_x": val_x, "val_z": val_z,
@@ -150,31 +150,17 @@ def run_distributed(args, cfg: EstimatorConfig, info, run_dir: str) -> dict:
     critic = build_critic(info.x.dim, info.z.dim, cfg.critic)
     critic.load_state_dict(state["best_state"] or state["critic"])
     critic.eval()
-    test_x, test_z = take_arrays(split_dataset(info, split.TEST, *fractions, drop, nx, nz), args.max_test_rows)
+    test_x, test_z = take_arrays(split_dataset(info, split.TEST, *fractions, drop, nx, nz, max_rows=args.max_rows),
+                                 args.max_test_rows)
     tj, tm = score_rows(critic, torch.from_numpy(test_x), torch.from_numpy(test_z), cfg, seed=cfg.seed + 11)
     est = finish_estimate(cfg, tj, tm, n_train=counts[split.TRAIN], n_val=counts[split.VAL], steps=state["step"],
                           best_step=state["best_step"], stopped_early=state["step"] < cfg.steps, wall=wall,
                           curves=state["curves"], normalization={"x": nx.to_dict(), "z": nz.to_dict()})
     out = est.to_dict()
     out["n_test_rows_in_split"] = counts[split.TEST]
+    out["dropped_nonfinite"] = sc.dropped
     out["checkpoints"] = storage.describe(storage.join(run_dir, "checkpoints"))
     return out
-
-
-def split_counts(info, cfg: EstimatorConfig) -> dict:
-    """Exact rows per split, from row counts alone (or the row-id column) without reading data."""
-    counts = {split.TRAIN: 0, split.VAL: 0, split.TEST: 0}
-    for f, n in zip(info.files, info.rows_per_file):
-        if info.row_id:
-            from mine_dist import io
-
-            keys = io._open(f).read(columns=[info.row_id]).column(0).to_numpy().astype(np.uint64)
-        else:
-            keys = split.row_keys(n, 0, f)
-        codes = split.assign(keys, cfg.val_fraction, cfg.test_fraction)
-        for s in counts:
-            counts[s] += int((codes == s).sum())
-    return counts
 
 
 def _mask(cs):

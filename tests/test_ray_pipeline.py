@@ -1,0 +1,103 @@
+"""Ray Data + Ray Train path, on one local Ray instance for the module (2 CPUs)."""
+
+import json
+import math
+import os
+
+import pytest
+import torch
+
+pytestmark = [pytest.mark.slow, pytest.mark.ray]
+
+ray = pytest.importorskip("ray")
+
+
+@pytest.fixture(scope="module")
+def ray_session():
+    os.environ.setdefault("RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S", "30")
+    from mine_dist.distributed.runtime import ensure_ray
+
+    ensure_ray(num_cpus=2)
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    from mine_dist.cli import main
+
+    out = tmp_path_factory.mktemp("raydata") / "g"
+    assert main(["make-data", "gaussian", "--dim", "3", "--rho", "0.7", "--rows", "16000", "--shards", "4",
+                 "--output", str(out)]) == 0
+    return out
+
+
+def _estimate(data, out, run_id, *extra):
+    from mine_dist.cli import main
+
+    args = ["estimate", "--data", str(data), "--output", str(out), "--run-id", run_id, "--steps", "400",
+            "--batch-size", "256", "--eval-every", "100", "--bootstrap", "200", "--no-progress", "--lr", "1e-3", *extra]
+    assert main(args) == 0
+    return json.loads((out / run_id / "estimate.json").read_text())
+
+
+def test_one_worker_matches_truth_and_in_process_split(ray_session, data, tmp_path):
+    rec = _estimate(data, tmp_path, "ray1", "--workers", "1")
+    ref = _estimate(data, tmp_path, "local", "--workers", "0")
+    truth = rec["ground_truth"]["mi_nats"]
+    assert rec["workers"] == 1
+    assert (rec["n_train"], rec["n_val"]) == (ref["n_train"], ref["n_val"])
+    assert rec["ci95_nats"][0] <= truth + 0.01
+    assert rec["mi_nats"] >= 0.75 * truth
+    assert abs(rec["mi_nats"] - ref["mi_nats"]) < 0.15 * truth
+    ckpts = os.listdir(tmp_path / "ray1" / "checkpoints")
+    assert any(c.startswith("step_") for c in ckpts)
+    assert (tmp_path / "ray1" / "curves.png").exists()
+
+
+def test_two_workers_estimate(ray_session, data, tmp_path):
+    rec = _estimate(data, tmp_path, "ray2", "--workers", "2", "--batch-size", "128")
+    truth = rec["ground_truth"]["mi_nats"]
+    assert rec["workers"] == 2
+    assert rec["ci95_nats"][0] <= truth + 0.01 and rec["mi_nats"] >= 0.75 * truth
+
+
+def _train_fn(conf):
+    """Ray Train worker: the same steps as tests/test_sync_equivalence.py, with Ray's process group."""
+    import ray.train
+    from ray.train.torch import prepare_model
+
+    from mine_dist.ema import EMAState
+    from mine_dist.estimator import train_step
+    from mine_dist.sync import collective_for_current_process
+    from tests.test_sync_equivalence import B, _cfg, _critic, _data, _perms
+
+    rank = ray.train.get_context().get_world_rank()
+    cfg = _cfg(conf["bound"])
+    critic = prepare_model(_critic(cfg))
+    opt = torch.optim.Adam(critic.parameters(), lr=cfg.lr)
+    ema, coll, values = EMAState(), collective_for_current_process(), []
+    for (x, z), perms in zip(_data(), _perms()):
+        sl = slice(rank * B, (rank + 1) * B)
+        o = train_step(critic, opt, ema, x[sl], z[sl], cfg, torch.Generator(), coll, marg_index=perms[rank])
+        ema = o.ema
+        values.append(o.bound)
+    return {"params": [p.detach().numpy().tolist() for p in critic.module.parameters()], "ema": list(ema),
+            "values": values, "world": coll.world_size}
+
+
+def test_ray_train_two_workers_equal_single_process(ray_session):
+    from ray.train import RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    from tests.test_sync_equivalence import _single
+
+    res = TorchTrainer(_train_fn, train_loop_config={"bound": "mine"},
+                       scaling_config=ScalingConfig(num_workers=2, resources_per_worker={"CPU": 0.5}),
+                       run_config=RunConfig(name=f"eq-{os.getpid()}", storage_path="/tmp/mine-dist-ray-tests")).fit()
+    got, ref = res.return_value, _single("mine")
+    assert got["world"] == 2
+    for a, b in zip(got["params"], ref["params"]):
+        torch.testing.assert_close(torch.tensor(a, dtype=torch.float64), b, atol=1e-9, rtol=1e-9)
+    assert got["values"] == pytest.approx(ref["values"], abs=1e-9)
+    assert got["ema"][1] == ref["ema"][1] and math.isclose(got["ema"][0], ref["ema"][0], abs_tol=1e-9)
