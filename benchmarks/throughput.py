@@ -119,11 +119,11 @@ def main(argv=None) -> None:
     p.add_argument("--batches", type=int, nargs="+", default=[256, 1024, 4096, 8192])
     p.add_argument("--steps", default="auto",
                    help="timed steps per run per side, or 'auto' (sized from warmup to ~--target-s)")
-    p.add_argument("--target-s", type=float, default=0.5, help="seconds per timed run with --steps auto")
+    p.add_argument("--target-s", type=float, default=0.75, help="seconds per timed run with --steps auto")
     p.add_argument("--min-steps", type=int, default=3)
     p.add_argument("--max-steps", type=int, default=3000)
     p.add_argument("--warmup", type=int, default=10, help="untimed steps per side before timing")
-    p.add_argument("--repeats", type=int, default=7, help="alternating library/plain rounds (median)")
+    p.add_argument("--repeats", type=int, default=9, help="alternating library/plain rounds (median)")
     p.add_argument("--threads", type=int, default=1, help="torch.set_num_threads")
     p.add_argument("--dx", type=int, default=16)
     p.add_argument("--dz", type=int, default=16)

@@ -23,3 +23,5 @@ def gaussian_pair(n: int, d: int, rho: float, seed: int = 0):
 @pytest.fixture
 def rng():
     return np.random.default_rng(0)
+
+from tests.s3_server import s3_server  # noqa: E402,F401  (session fixture: a real SeaweedFS S3 server)
