@@ -75,6 +75,9 @@ def add_estimate_args(p: argparse.ArgumentParser) -> None:
                    help="CPUs each Ray worker reserves (default: leave one CPU for data reading)")
     g.add_argument("--max-failures", type=int, default=2, help="worker failures to recover from via checkpoints")
     g.add_argument("--max-test-rows", type=int, default=500_000, help="test rows scored for the estimate (Ray path)")
+    g.add_argument("--shuffle", choices=["auto", "blocks", "global"], default="auto",
+                   help="Ray path: 'blocks' = random row-group order + local buffer (fast); 'global' = full "
+                        "shuffle each epoch; 'auto' = global when the scan finds rows sorted or grouped")
     g.add_argument("--placement", choices=["PACK", "SPREAD"], default="PACK", help="Ray Train placement strategy")
     g.add_argument("--threads", type=int, default=1, help="torch threads in this process (default 1: fastest for small critics)")
     g.add_argument("--output", default="runs", help="where runs are written: <output>/<run_id>/ (default ./runs)")

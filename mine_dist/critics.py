@@ -85,15 +85,17 @@ class JointCritic(nn.Module):
         self,
         x: torch.Tensor,
         z: torch.Tensor,
-        marg_index: torch.Tensor | None = None,
+        marg_index: torch.Tensor | int | None = None,
         matrix: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """Scores for a batch.
 
         Args:
             x: (B, dx). z: (B, dz).
-            marg_index: (B,) derangement; marginal pair i is (x_i, z[marg_index[i]]).
-                Required unless ``matrix`` is true.
+            marg_index: (B,) derangement, marginal pair i being (x_i, z[marg_index[i]]); or an int
+                shift k in [1, B-1], pairing x_i with z[(i - k) mod B] (a cyclic derangement, as
+                random as any other when batch rows are a random sample). Required unless
+                ``matrix`` is true.
             matrix: evaluate all B*B pairs (InfoNCE); marginals are then the off-diagonal.
         """
         b = x.shape[0]
@@ -104,7 +106,9 @@ class JointCritic(nn.Module):
             return scores.diagonal(), offdiagonal(scores), scores
         if marg_index is None:
             raise ValueError("JointCritic needs marg_index (a derangement of the batch) or matrix=True")
-        t = self.pairs(torch.cat([x, x]), torch.cat([z, z[marg_index]]))
+        zm = torch.roll(z, marg_index, 0) if isinstance(marg_index, int) else z.index_select(0, marg_index)
+        xz = torch.cat([torch.cat([x, z], dim=1), torch.cat([x, zm], dim=1)])
+        t = self.net(xz).squeeze(-1)
         return t[:b], t[b:], None
 
 

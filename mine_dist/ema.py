@@ -25,7 +25,6 @@ from __future__ import annotations
 import math
 from typing import Callable, NamedTuple
 
-import numpy as np
 import torch
 
 Reduce = Callable[[float, int], "tuple[float, int]"]
@@ -57,7 +56,7 @@ def batch_statistic(t_marg: torch.Tensor) -> tuple[float, int]:
     Args:
         t_marg: (M,) marginal scores of this rank's batch.
     """
-    return float(torch.logsumexp(t_marg.detach().reshape(-1).double(), 0)), int(t_marg.numel())
+    return float(torch.logsumexp(t_marg.detach().reshape(-1), 0)), int(t_marg.numel())
 
 
 def update(
@@ -84,7 +83,9 @@ def update(
         raise FloatingPointError(f"marginal term log mean exp(T) is {batch}; critic scores diverged")
     new = math.log(rate) + batch
     if state.count > 0 and rate < 1.0:
-        new = float(np.logaddexp(math.log1p(-rate) + state.log_value, new))
+        old = math.log1p(-rate) + state.log_value
+        hi, lo = (old, new) if old > new else (new, old)
+        new = hi + math.log1p(math.exp(lo - hi))  # logaddexp
     return EMAState(new, state.count + 1)
 
 

@@ -66,3 +66,11 @@ def test_bad_config(kwargs, match):
 def test_bad_input_dim():
     with pytest.raises(ValueError, match="critic input dimension dz must be an int >= 1"):
         build_critic(3, 0, CriticConfig())
+
+
+def test_integer_shift_is_a_cyclic_derangement():
+    torch.manual_seed(0)
+    c = build_critic(2, 2, CriticConfig(width=8, depth=1))
+    x, z = torch.randn(6, 2), torch.randn(6, 2)
+    _, tm, _ = c(x, z, marg_index=2)
+    torch.testing.assert_close(tm, c.pairs(x, torch.roll(z, 2, 0)))

@@ -11,7 +11,7 @@ def _lme(t):
 
 
 def test_first_update_reads_the_batch_value():
-    t = torch.tensor([0.3, -1.0, 2.0])
+    t = torch.tensor([0.3, -1.0, 2.0], dtype=torch.float64)
     st = E.update(E.EMAState(), *E.batch_statistic(t), rate=0.01)
     assert st.count == 1
     assert E.read(st, 0.01) == pytest.approx(_lme(t), rel=1e-12)

@@ -69,6 +69,9 @@ def read_unit(u: Unit, info: io.DatasetInfo, which: int, val_fraction: float, te
     return x, z
 
 
+GROUPED_BELOW = 0.9
+
+
 @dataclass
 class Scan:
     """What one pass over every row group tells the driver before training starts."""
@@ -79,6 +82,12 @@ class Scan:
     sample_z: np.ndarray
     val_x: np.ndarray  # validation rows sampled uniformly (raw values)
     val_z: np.ndarray
+    grouping: float  # within-row-group share of the variance of (x, z): ~1 for i.i.d. row order
+
+    @property
+    def grouped(self) -> bool:
+        """Rows are sorted or grouped: a row group sees only part of the distribution."""
+        return self.grouping < GROUPED_BELOW
 
 
 def _scan_unit(u: Unit, info: io.DatasetInfo, fractions, drop_nonfinite: bool, k_train: int, k_val: int,
@@ -103,8 +112,11 @@ def _scan_unit(u: Unit, info: io.DatasetInfo, fractions, drop_nonfinite: bool, k
             f"{int(bad.sum())} row(s) with NaN/Inf in --{side} of {where} (first at row {u.start + r}); "
             f"pass --drop-nonfinite to skip them")
     good = ~bad
+    xz = np.concatenate([x[good], z[good]], axis=1)
+    # Sufficient statistics of this row group's values, to detect sorted / grouped row order.
+    stats = np.stack([np.full(xz.shape[1], xz.shape[0], np.float64), xz.sum(0), (xz**2).sum(0)])
     rng = np.random.default_rng([seed, u.row_group, int(split.file_key(u.file) % (1 << 32))])
-    out = {"dropped": int(bad.sum())}
+    out = {"dropped": int(bad.sum()), "stats": stats}
     for code in (split.TRAIN, split.VAL, split.TEST):
         out[f"n{code}"] = int(((codes == code) & good).sum())
     for code, k, name in ((split.TRAIN, k_train, "s"), (split.VAL, k_val, "v")):
@@ -150,19 +162,39 @@ def scan(info: io.DatasetInfo, fractions, drop_nonfinite: bool, sample_rows: int
     counts = {c: sum(p[f"n{c}"] for p in parts) for c in (split.TRAIN, split.VAL, split.TEST)}
     cat = lambda k: np.concatenate([p[k] for p in parts])  # noqa: E731
     return Scan(counts, sum(p["dropped"] for p in parts), cat("sx")[:sample_rows], cat("sz")[:sample_rows],
-                cat("vx")[:val_rows], cat("vz")[:val_rows])
+                cat("vx")[:val_rows], cat("vz")[:val_rows], within_share([p["stats"] for p in parts]))
+
+
+def within_share(stats: list[np.ndarray]) -> float:
+    """Share of the total variance that lies within row groups (the smallest over coordinates).
+
+    Each element is a (3, d) array [count, sum, sum of squares] for one row group. For rows in
+    random order this is ~1 on every coordinate; data sorted or grouped by any coordinate shows a
+    share well below 1 on that coordinate.
+    """
+    st = np.stack([s for s in stats if s[0, 0] > 1])
+    if len(st) < 2:
+        return 1.0
+    n, s1, s2 = st[:, 0], st[:, 1], st[:, 2]
+    within = (s2 - s1**2 / n).sum(0)
+    N, S1, S2 = n.sum(0), s1.sum(0), s2.sum(0)
+    total = S2 - S1**2 / N
+    ok = total > 0
+    return float(np.min(within[ok] / total[ok])) if ok.any() else 1.0
 
 
 def split_dataset(info: io.DatasetInfo, which: int, val_fraction: float, test_fraction: float,
                   drop_nonfinite: bool, nx: Normalizer | None = None, nz: Normalizer | None = None,
-                  shuffle_units: bool = False, seed: int = 0, max_rows: int | None = None):
+                  shuffle_units: bool = False, seed: int = 0, max_rows: int | None = None,
+                  global_shuffle: bool = False):
     """A Ray Dataset with float32 columns ``x`` (n, dx) and ``z`` (n, dz) for one split.
 
     Args:
         which: :data:`split.TRAIN`, :data:`split.VAL` or :data:`split.TEST`.
         nx, nz: normalizers to apply (``None``: raw values, used to fit them).
-        shuffle_units: visit row groups in a random order (training), so that shards written sorted
-            or grouped do not hand the critic batches from one region of the data.
+        shuffle_units: visit row groups in a random order (training).
+        global_shuffle: shuffle all rows (an all-to-all stage); needed when rows are sorted or
+            grouped (see :func:`within_share`).
     """
     import ray.data
 
@@ -179,7 +211,11 @@ def split_dataset(info: io.DatasetInfo, which: int, val_fraction: float, test_fr
         return {"x": np.concatenate(xs).astype(np.float32), "z": np.concatenate(zs).astype(np.float32)}
 
     ds = ray.data.from_items([{"unit": u} for u in us], override_num_blocks=len(us))
-    return ds.map_batches(load, batch_size=1, batch_format="numpy")
+    ds = ds.map_batches(load, batch_size=1, batch_format="numpy")
+    # A full shuffle every epoch when rows are grouped: row-group order plus a local buffer would
+    # hand each batch rows from a few regions only, and the in-batch "marginal" pairs would not
+    # come from the product of marginals.
+    return ds.random_shuffle(seed=seed) if global_shuffle else ds
 
 
 def take_arrays(ds, max_rows: int) -> tuple[np.ndarray, np.ndarray]:

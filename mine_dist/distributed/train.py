@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import os
+import sys
 import tempfile
 import time
 
@@ -79,7 +80,14 @@ def worker_loop(conf: dict) -> dict:
             raise RuntimeError(f"rank {rank} got no full batch of {cfg.batch_size} train rows in an epoch; "
                                f"use a smaller --batch-size or fewer --workers")
     check_and_report(final=True)
-    return {"steps": trainer.step_count, "best_step": trainer.best_step}
+    nodes = [ray.get_runtime_context().get_node_id()]
+    if world > 1:
+        import torch.distributed as dist
+
+        gathered: list = [None] * world
+        dist.all_gather_object(gathered, nodes[0])
+        nodes = gathered
+    return {"steps": trainer.step_count, "best_step": trainer.best_step, "nodes": sorted(set(nodes))}
 
 
 def auto_cpus_per_worker(workers: int, use_gpu: bool) -> float:
@@ -119,8 +127,12 @@ def run_distributed(args, cfg: EstimatorConfig, info, run_dir: str) -> dict:
     nx = normalize.fit(cfg.normalize, sc.sample_x, "x", _mask(info.x))
     nz = normalize.fit(cfg.normalize, sc.sample_z, "z", _mask(info.z))
     val_x, val_z = nx.apply(sc.val_x), nz.apply(sc.val_z)
+    shuffle = args.shuffle if args.shuffle != "auto" else ("global" if sc.grouped else "blocks")
+    if shuffle == "global":
+        print(f"rows look grouped or sorted (within-row-group variance share {sc.grouping:.2f}): shuffling "
+              f"all train rows every epoch", file=sys.stderr, flush=True)
     train_ds = split_dataset(info, split.TRAIN, *fractions, drop, nx, nz, shuffle_units=True, seed=cfg.seed,
-                             max_rows=args.max_rows)
+                             max_rows=args.max_rows, global_shuffle=shuffle == "global")
     fs, path = storage.resolve(run_dir)
     cpw = args.cpus_per_worker or auto_cpus_per_worker(args.workers, use_gpu)
     conf = {"config": cfg.to_dict(), "dx": info.x.dim, "dz": info.z.dim, "val_x": val_x, "val_z": val_z,
@@ -159,7 +171,9 @@ def run_distributed(args, cfg: EstimatorConfig, info, run_dir: str) -> dict:
     out = est.to_dict()
     out["n_test_rows_in_split"] = counts[split.TEST]
     out["dropped_nonfinite"] = sc.dropped
+    out["shuffle"] = {"mode": shuffle, "within_row_group_variance_share": round(sc.grouping, 4)}
     out["checkpoints"] = storage.describe(storage.join(run_dir, "checkpoints"))
+    out["nodes"] = len((result.return_value or {}).get("nodes", [])) or None
     return out
 
 
