@@ -180,10 +180,17 @@ def _estimate_and_write(args, cfg, run_id, run_dir, started, t0) -> dict:
         from mine_dist.distributed import run_distributed  # Ray is imported only on this path
 
         result = run_distributed(args, cfg, info, run_dir)
-    record = {
+    record = _record(run_id, result, args.workers, info, truth, started, t0, run_dir)
+    runs.write_run(run_dir, record, result["curves"], truth)
+    return record
+
+
+def _record(run_id, result, workers, info, truth, started, t0, run_dir) -> dict:
+    """The estimate record of DESIGN.md (shared by ``estimate`` and ``sweep``'s best.json)."""
+    return {
         "run_id": run_id,
         **{k: v for k, v in result.items() if k != "curves"},
-        "workers": args.workers,
+        "workers": workers,
         "data": info.record(),
         "x_columns": info.x.to_dict(),
         "z_columns": info.z.to_dict(),
@@ -194,7 +201,67 @@ def _estimate_and_write(args, cfg, run_id, run_dir, started, t0) -> dict:
         "wall_s": round(time.perf_counter() - t0, 3),
         "run_dir": storage.describe(run_dir),
     }
-    runs.write_run(run_dir, record, result["curves"], truth)
+
+
+def add_sweep_args(p: argparse.ArgumentParser) -> None:
+    """Options of ``mine-dist sweep`` (shared by ``pipelines/sweep.py``): the data and estimator
+    options of ``estimate`` (the estimator options set the base configuration, trial 0) plus the
+    search."""
+    add_estimate_args(p)
+    g = p.add_argument_group("sweep")
+    g.add_argument("--trials", type=int, default=8, help="configurations to try (trial 0 is the base configuration)")
+    g.add_argument("--space", default=None, help="YAML search space (default: critic kind, depth, width, activation, "
+                   "lr, batch size, EMA rate; see mine_dist/sweep.py)")
+    g.add_argument("--sweep-seed", type=int, default=0, help="seed for drawing the trials")
+    g.add_argument("--concurrent", type=int, default=None, help="trials at once (default: what the CPUs allow)")
+    g.add_argument("--grace-steps", type=int, default=None, help="ASHA: steps before a trial can be stopped "
+                   "(default 2 x eval_every)")
+    p.set_defaults(workers=1)
+
+
+def run_sweep_command(args: argparse.Namespace) -> dict:
+    """Validate the space and every trial's config on the driver, run the sweep, write best.json."""
+    import yaml
+
+    from mine_dist import io, sweep
+
+    if args.workers < 1:
+        raise ValueError(f"sweep trials run on Ray Train: --workers must be >= 1; got {args.workers}")
+    base = config_from_args(args)
+    raw = None
+    if args.space:
+        try:
+            raw = yaml.safe_load(storage.read_bytes(args.space))
+        except yaml.YAMLError as e:
+            raise ValueError(f"--space {args.space}: not valid YAML: {str(e).splitlines()[0]}") from None
+    space = sweep.parse_space(raw, where=f"--space {args.space}" if args.space else "default search space")
+    configs = sweep.sample_trials(space, base, args.trials, args.sweep_seed)
+    sweep_id = args.resume or args.run_id or runs.new_run_id("sweep")
+    storage.check_reachable(args.output, for_write=True)
+    sweep_dir = storage.join(args.output, sweep_id)
+    if storage.exists(storage.join(sweep_dir, "best.json")):
+        raise FileExistsError(f"sweep {sweep_id!r} already finished in {storage.describe(args.output)}")
+    if storage.exists(storage.join(sweep_dir, "tune")) and not args.resume:
+        raise FileExistsError(f"sweep {sweep_id!r} has started in {storage.describe(args.output)}; "
+                              f"pass --resume {sweep_id} to continue it")
+    started, t0 = runs.now_iso(), time.perf_counter()
+    try:
+        info = io.inspect(args.data, args.x, args.z, args.row_id)
+        truth = runs.read_ground_truth(args.data)
+        from mine_dist.distributed.sweep import run_sweep
+
+        result = run_sweep(args, configs, info, sweep_dir)
+    except (ValueError, TypeError, storage.StorageError):
+        if not args.resume:
+            storage.delete_tree(sweep_dir)
+        raise
+    except BaseException:
+        _log(f"sweep {sweep_id} stopped; continue it with --resume {sweep_id}")
+        raise
+    record = _record(sweep_id, result, args.workers, info, truth, started, t0, sweep_dir)
+    record["search_space"] = space.to_dict()
+    runs.write_run(sweep_dir, record, result["curves"], truth)
+    storage.write_text_atomic(storage.join(sweep_dir, "best.json"), json.dumps(runs._jsonable(record), indent=2))
     return record
 
 
@@ -220,6 +287,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
     e = sub.add_parser("estimate", help="estimate I(X;Z) from a Parquet dataset")
     add_estimate_args(e)
+    w = sub.add_parser("sweep", help="Ray Tune sweep of estimator configurations; best.json holds the winner's "
+                       "config and its test-split estimate")
+    add_sweep_args(w)
     m = sub.add_parser("make-data", help="write a synthetic dataset with known MI")
     m.add_argument("kind", choices=["gaussian", "independent", "mixture"])
     m.add_argument("--dim", type=int, default=5)
@@ -255,8 +325,8 @@ def dispatch(args: argparse.Namespace) -> int:
         if args.command == "make-data":
             record = run_make_data(args)
             text = json.dumps(record) if args.json else None
-        elif args.command == "estimate":
-            record = run_estimate(args)
+        elif args.command in ("estimate", "sweep"):
+            record = run_estimate(args) if args.command == "estimate" else run_sweep_command(args)
             text = json.dumps(runs._jsonable(record)) if args.json else runs.summary(record)
         else:  # pragma: no cover - argparse enforces the choices
             raise ValueError(f"unknown command {args.command!r}")

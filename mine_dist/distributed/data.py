@@ -10,7 +10,7 @@ memory stays flat whatever the number of rows.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 import numpy as np
 import pyarrow as pa
@@ -204,14 +204,17 @@ def split_dataset(info: io.DatasetInfo, which: int, val_fraction: float, test_fr
 
     def load(batch: dict) -> dict:
         xs, zs = [], []
-        for u in batch["unit"]:
+        for f, rg, start, rows in zip(batch["file"], batch["row_group"], batch["start"], batch["rows"]):
+            u = Unit(str(f), int(rg), int(start), int(rows))
             x, z = read_unit(u, info, which, val_fraction, test_fraction, drop_nonfinite)
             xs.append(x if nx is None else nx.apply(x))
             zs.append(z if nz is None else nz.apply(z))
         return {"x": np.concatenate(xs).astype(np.float32), "z": np.concatenate(zs).astype(np.float32)}
 
-    ds = ray.data.from_items([{"unit": u} for u in us], override_num_blocks=len(us))
-    ds = ds.map_batches(load, batch_size=1, batch_format="numpy")
+    ds = ray.data.from_items([asdict(u) for u in us], override_num_blocks=len(us))
+    # Half a CPU per read task: a worker holding a fractional CPU on a small node must leave room
+    # for at least one read task, or Ray Data waits forever for a whole free CPU.
+    ds = ds.map_batches(load, batch_size=1, batch_format="numpy", num_cpus=0.5)
     # A full shuffle every epoch when rows are grouped: row-group order plus a local buffer would
     # hand each batch rows from a few regions only, and the in-batch "marginal" pairs would not
     # come from the product of marginals.

@@ -44,8 +44,8 @@ def worker_loop(conf: dict) -> dict:
         with ckpt.as_directory() as d:
             trainer.load_state_dict(torch.load(os.path.join(d, CHECKPOINT_FILE), weights_only=True,
                                                map_location=device))
-    xv = torch.from_numpy(conf["val_x"]).to(device)
-    zv = torch.from_numpy(conf["val_z"]).to(device)
+    xv = torch.from_numpy(np.array(conf["val_x"])).to(device)  # copy: Ray hands read-only arrays
+    zv = torch.from_numpy(np.array(conf["val_z"])).to(device)
     shard = ray.train.get_dataset_shard("train")
     t0, rows_at_t0 = time.perf_counter(), trainer.step_count
 

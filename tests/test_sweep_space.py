@@ -1,0 +1,57 @@
+"""Search spaces: validation on the driver (every raise pinned) and deterministic trials."""
+
+import pytest
+
+from mine_dist.estimator import EstimatorConfig
+from mine_dist.sweep import DEFAULT_SPACE, parse_space, sample_trials
+
+
+def test_default_space_samples_valid_distinct_trials():
+    space = parse_space(None)
+    base = EstimatorConfig()
+    trials = sample_trials(space, base, 6, seed=3)
+    assert trials[0] == base and len(trials) == 6
+    assert len({t for t in trials}) > 1
+    assert all(1e-4 <= t.lr <= 3e-3 for t in trials[1:])
+    assert sample_trials(space, base, 6, seed=3) == trials  # deterministic
+    assert set(space.to_dict()) == set(DEFAULT_SPACE)
+
+
+def test_scalar_is_a_single_choice():
+    t = sample_trials(parse_space({"width": 32}), EstimatorConfig(), 2, seed=0)[1]
+    assert t.critic.width == 32
+
+
+@pytest.mark.parametrize(
+    "raw, match",
+    [
+        ({"learning_rate": [1e-3]}, r"unknown key 'learning_rate'; known keys"),
+        ({"lr": {"loguniform": [-1e-3, 1e-2]}}, r"lr loguniform range must satisfy 0 < low <= high"),
+        ({"lr": [-0.001]}, r"lr choices must be positive numbers; got -0.001"),
+        ({"width": []}, r"width has an empty choice list"),
+        ({"bound": ["mine", "kl"]}, r"bound='kl' is invalid: bound must be one of"),
+        ({"activation": ["swish"]}, r"activation='swish' is invalid"),
+        ({"lr": {"uniform": [1, 2]}}, r"lr must be a list of choices or \{loguniform: \[low, high\]\}"),
+        ({"lr": {"loguniform": [1e-3]}}, r"lr loguniform needs \[low, high\] numbers"),
+        ([1, 2], r"must be a non-empty mapping"),
+        ({}, r"must be a non-empty mapping"),
+    ],
+)
+def test_bad_spaces_fail_before_any_trial(raw, match):
+    with pytest.raises(ValueError, match=match):
+        parse_space(raw, where="space.yaml")
+
+
+def test_trials_must_be_positive():
+    with pytest.raises(ValueError, match="trials must be an int >= 1; got 0"):
+        sample_trials(parse_space(None), EstimatorConfig(), 0, seed=0)
+
+
+def test_cli_rejects_bad_space_file_before_ray(tmp_path, capsys):
+    from mine_dist.cli import main
+
+    (tmp_path / "s.yaml").write_text("lr: [0.001, -1]\n")
+    rc = main(["sweep", "--data", str(tmp_path), "--space", str(tmp_path / "s.yaml"), "--output", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert rc == 2 and "lr choices must be positive numbers; got -1" in err
+    assert not any(p.name.startswith("sweep-") for p in tmp_path.iterdir())
