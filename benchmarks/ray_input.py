@@ -13,10 +13,17 @@ The same synthetic Gaussian dataset (dim 16, written under /tmp with
 * **Ray, as the Train worker gets it**: the same Dataset through ``streaming_split(1, equal=True)``
   (what ``DataConfig(datasets_to_split=["train"])`` does), ``local_shuffle_buffer_size=max(4B,
   16384)`` as ``run_distributed`` sets it, and Ray Data limited to 1 CPU (the Train worker holds
-  the other one during training).
+  the other one during training);
+* **Trainer.step fed by Ray** (batch ``--train-batch`` only): the previous reader with a
+  ``Trainer.step`` on every batch, in this process, as the Train worker consumes it, with
+  ``prefetch_batches=1`` (the default, used by ``worker_loop``) and 0 (no background formatting
+  thread): its rate against ``Trainer.step`` over in-memory batches isolates the cost of being
+  fed by Ray Data from the cost of Ray Train.
 
 Each reader makes ``--passes`` passes; the table reports the pass rate including its start-up,
-the rate after the first batch, the time to the first batch and the CPU it cost (this process +
+the rate after the first batch, the time to the first batch (for the streaming_split readers,
+the first pass also starts the split coordinator actor; later passes are what every later training
+epoch pays) and the CPU it cost (this process +
 its Ray processes, from /proc, in CPU-seconds per million rows delivered). Rows/s count rows
 delivered: all rows for pyarrow, the ~70% train rows for the others (the "rows read/s" column
 counts rows read from disk). The reference training rate is ``Trainer.step`` at batch
@@ -56,13 +63,15 @@ def timed_pass(batches, sampler: TreeSampler | None) -> dict:
             rows_first = n
         rows += n
     t1 = time.monotonic()
+    by_proc = None
     if sampler is not None:
-        cpu = sum(sampler.cpu_between(s0, sampler.sample()[0]).values())
+        by_proc = sampler.cpu_between(s0, sampler.sample()[0])
+        cpu = sum(by_proc.values())
     else:
         cpu = time.process_time() - c0
     return {"wall": t1 - t0, "first": (first or t1) - t0, "rows": rows,
             "rate": rows / (t1 - t0), "rate_after_first": (rows - rows_first) / max(t1 - first, 1e-9) if first else 0.0,
-            "cpu": cpu}
+            "cpu": cpu, "by_proc": by_proc}
 
 
 def pyarrow_batches(files, b: int, dim: int):
@@ -88,10 +97,25 @@ def library_batches(info, nx, nz, b: int):
             yield x[s:s + b].shape[0] + 0 * z[s:s + b].shape[0]
 
 
-def ray_batches(it, b: int, shuffle_buffer: int | None):
-    for batch in it.iter_torch_batches(batch_size=b, drop_last=True, device="cpu",
+def ray_batches(it, b: int, shuffle_buffer: int | None, step=None, prefetch_batches: int = 1):
+    """Batches of a Ray Dataset / DataIterator; ``step(x, z)`` trains on each one if given."""
+    for batch in it.iter_torch_batches(batch_size=b, drop_last=True, device="cpu", prefetch_batches=prefetch_batches,
                                        local_shuffle_buffer_size=shuffle_buffer, local_shuffle_seed=0):
+        if step is not None:
+            step(batch["x"], batch["z"])
         yield batch["x"].shape[0] + 0 * batch["z"].shape[0]
+
+
+def lazy_split(ds):
+    """A getter for one ``streaming_split(1, equal=True)`` iterator, made on first use and then
+    reused for every pass, as the Train worker reuses its shard across epochs."""
+    holder = []
+
+    def get():
+        if not holder:
+            holder.append(ds.streaming_split(1, equal=True)[0])
+        return holder[0]
+    return get
 
 
 def main(argv=None) -> None:
@@ -152,14 +176,24 @@ def main(argv=None) -> None:
         # One untimed pass first: the first Ray Data execution in a fresh cluster also starts the
         # worker processes that run its tasks (reported, not part of the table).
         cold = timed_pass(ray_batches(ds, a.batch_sizes[0], None), sampler)
+        s0 = sampler.sample()[0]
+        time.sleep(3.0)
+        idle_cores = sum(sampler.cpu_between(s0, sampler.sample()[0]).values()) / 3.0
         for b in a.batch_sizes:
             readers = [
                 ("pyarrow iter_batches -> numpy -> torch (all rows)", lambda: pyarrow_batches(info.files, b, a.dim), False),
                 ("library read_unit + normalize, no Ray (train rows)", lambda: library_batches(info, nx, nz, b), False),
                 ("Ray Dataset iter_torch_batches, Ray Data on 2 CPUs", lambda: ray_batches(ds, b, None), True),
                 (f"Ray as in training: streaming_split(1), shuffle buffer {max(4 * b, 16384)}, Ray Data on 1 CPU",
-                 lambda: ray_batches(ds.streaming_split(1, equal=True)[0], b, max(4 * b, 16384)), True),
+                 lambda get=lazy_split(ds): ray_batches(get(), b, max(4 * b, 16384)), True),
             ]
+            if b == a.train_batch:
+                for pf in (1, 0):
+                    readers.append((
+                        f"Trainer.step on each batch, fed as in training, prefetch_batches={pf}"
+                        + (" (the default, as worker_loop)" if pf == 1 else "") + ", Ray Data on 1 CPU",
+                        lambda pf=pf, get=lazy_split(ds): ray_batches(
+                            get(), b, max(4 * b, 16384), step=tr.step, prefetch_batches=pf), True))
             for name, make, is_ray in readers:
                 if "1 CPU" in name:
                     ctx.execution_options.resource_limits = ExecutionResources(cpu=1)
@@ -198,6 +232,14 @@ def main(argv=None) -> None:
           "process and all its Ray processes (driver, executor, read tasks, raylet, GCS, dashboard) during the "
           "pass, sampled from /proc; for in-process readers this process's CPU time. `/ training rate`: "
           "input rows/s (incl. start-up) over the Trainer.step samples/s above.  ")
+    print(f"Idle CPU of this process tree (driver + idle private Ray: GCS, raylet, dashboard, ...), measured "
+          f"over 3 s before the readers: {idle_cores:.2f} cores; it is included in the Ray readers' CPU.  ")
+    for b, name, passes in results:
+        if b == a.train_batch and ("as in training" in name or "prefetch_batches=1" in name):
+            q = passes[-1]
+            print(f"\nCPU by process, last pass of B={b} \"{name}\" ({q['wall']:.2f} s, {q['rows']:,} rows): "
+                  + ", ".join(f"`{k}` {v:.2f} s" for k, v in list(q["by_proc"].items())[:8] if v > 0.005) + ".  ")
+    print()
     print(f"Cold start (untimed warm-up pass, first Ray Data execution after `ray.init`, B={a.batch_sizes[0]}): "
           f"{cold['wall']:.2f} s for the pass, {cold['first']:.2f} s to the first batch.  ")
     print(f"`ray.init` {t_ray:.1f} s and data generation {t_gen:.1f} s are not included. Load average at end: "

@@ -25,8 +25,12 @@ restarts of the Ray Data pipeline, validation, checkpoint + report). The table a
 window into those parts. Start-up (``fit()`` call -> first training step) and the whole ``fit()``
 wall are reported separately.
 
+A fourth row, **Trainer.step + validation**, adds to (ii) the validation check the worker does
+every ``eval_every`` steps (the in-process ``MINE.estimate`` does the same), to separate the cost of
+the estimator's protocol from the cost of Ray.
+
 The in-memory loops are timed in rounds before and after the Ray run (alternating plain /
-Trainer.step), so a slow spell on a shared machine shows up as spread rather than as a bias.
+Trainer.step / Trainer.step + validation), so a slow spell on a shared machine shows up as spread rather than as a bias.
 
     .venv/bin/python benchmarks/ray_train_throughput.py                 # ~3 min
     .venv/bin/python benchmarks/ray_train_throughput.py --rows 200000 --steps 1000 --eval-every 100
@@ -132,8 +136,8 @@ def make_instrumented_worker_loop(rec_path: str):
         now = _time.monotonic
         rec = {"enter": now(), "cpu_enter": _time.process_time(), "threads": _torch.get_num_threads(),
                "omp": _os.environ.get("OMP_NUM_THREADS"), "steps": [], "fetch": [], "epochs": [],
-               "checks": [], "reports": []}
-        orig_trainer, orig_score = T.Trainer, T.score_rows
+               "checks": [], "reports": [], "record_check": [], "bound": [], "save": []}
+        orig_trainer, orig_score, orig_bound, orig_save = T.Trainer, T.score_rows, T.bound_from_scores, _torch.save
         orig_report, orig_shard = ray.train.report, ray.train.get_dataset_shard
 
         class TimedTrainer(orig_trainer):
@@ -142,6 +146,19 @@ def make_instrumented_worker_loop(rec_path: str):
                 out = super().step(x, z)
                 rec["steps"].append((t, now(), _time.thread_time() - c))
                 return out
+
+            def record_check(self, val):
+                t = now()
+                super().record_check(val)
+                rec["record_check"].append((t, now()))
+
+        def timed(fn, key):
+            def wrapper(*a, **k):
+                t = now()
+                out = fn(*a, **k)
+                rec[key].append((t, now()))
+                return out
+            return wrapper
 
         def score_rows(*a, **k):
             t = now()
@@ -173,6 +190,7 @@ def make_instrumented_worker_loop(rec_path: str):
                         b = next(it)
                     except StopIteration:
                         ep["end"] = now()
+                        ep["stop_t0"] = t  # the next() that found the epoch exhausted
                         return
                     t1 = now()
                     rec["fetch"].append((t, t1))
@@ -182,11 +200,13 @@ def make_instrumented_worker_loop(rec_path: str):
                     yield b
 
         T.Trainer, T.score_rows = TimedTrainer, score_rows
+        T.bound_from_scores, _torch.save = timed(orig_bound, "bound"), timed(orig_save, "save")
         ray.train.report, ray.train.get_dataset_shard = report, (lambda name: Shard(orig_shard(name)))
         try:
             return T.worker_loop(conf)
         finally:
             T.Trainer, T.score_rows = orig_trainer, orig_score
+            T.bound_from_scores, _torch.save = orig_bound, orig_save
             ray.train.report, ray.train.get_dataset_shard = orig_report, orig_shard
             rec["exit"], rec["cpu_exit"] = now(), _time.process_time()
             if ray.train.get_context().get_world_rank() == 0:
@@ -315,17 +335,41 @@ def worker_breakdown(w: dict, drv: dict, batch: int) -> dict:
         is_first = np.array([round(x, 6) in first_fetches for x in f[:, 1]], bool) if len(f) else np.zeros(0, bool)
         c = inside(w["checks"])
         r = inside([(x["t0"], x["t1"]) for x in reps[1:]])
+        dur = lambda arr: float((arr[:, 1] - arr[:, 0]).sum())  # noqa: E731
         parts = {
-            "training steps (Trainer.step)": (s[:, 1] - s[:, 0]).sum(),
-            "batch fetch, within an epoch": (f[~is_first, 1] - f[~is_first, 0]).sum(),
-            "batch fetch, first of an epoch (pipeline restart)": (f[is_first, 1] - f[is_first, 0]).sum(),
-            "validation (score_rows)": (c[:, 1] - c[:, 0]).sum(),
-            "ray.train.report (metrics + checkpoint)": (r[:, 1] - r[:, 0]).sum(),
+            "training steps (Trainer.step)": dur(s),
+            "batch fetch, within an epoch": dur(f[~is_first]),
+            "batch fetch, first of an epoch (pipeline restart)": dur(f[is_first]),
+            "validation: score_rows": dur(c),
+            "validation: bound_from_scores + record_check (best-critic copy)": dur(inside(w["bound"]))
+            + dur(inside(w["record_check"])),
+            "checkpoint: torch.save of the trainer state": dur(inside(w["save"])),
+            "ray.train.report (metrics + checkpoint upload)": dur(r),
         }
-        parts["other (bound arithmetic, best-critic copy, torch.save, loop)"] = win - sum(parts.values())
+        stops = inside([(e["stop_t0"], e["end"]) for e in epochs if "stop_t0" in e])
+        parts["end of an epoch: the next() that finds the iterator exhausted"] = dur(stops)
+        # Untimed time: split into gaps after a step that triggered a check (temp dir,
+        # Checkpoint.from_directory, metrics dict) and all other gaps (loop, timers, preemption).
+        timed = sorted([tuple(x) for x in s] + [tuple(x) for x in f] + [tuple(x) for x in c]
+                       + [tuple(x) for x in r] + [tuple(x) for x in stops]
+                       + [tuple(x) for k in ("bound", "record_check", "save") for x in inside(w[k])])
+        starts = np.array([x[0] for x in timed])
+        ends = np.array([x[1] for x in timed])
+        check_t = c[:, 0] if len(c) else np.zeros(0)
+        untimed_check = 0.0
+        for k in range(len(s) - 1):
+            g0 = s[k, 1]
+            g1 = f[np.searchsorted(f[:, 0], g0), 0] if np.searchsorted(f[:, 0], g0) < len(f) else t1
+            if not ((check_t >= g0) & (check_t <= g1)).any():
+                continue
+            i0, i1 = np.searchsorted(starts, g0), np.searchsorted(starts, g1)
+            untimed_check += (g1 - g0) - float((ends[i0:i1] - starts[i0:i1]).sum())
+        rest = win - sum(parts.values())
+        parts["untimed, around checks (temp dir, Checkpoint.from_directory, metrics)"] = untimed_check
+        parts["untimed, between ordinary steps (loop, timers, preemption)"] = rest - untimed_check
         out["parts"] = parts
-        out["counts"] = {"steps": len(s), "fetches": int((~is_first).sum()), "epoch_starts": int(is_first.sum()),
-                         "checks": len(c), "reports": len(r)}
+        out["counts"] = [len(s), int((~is_first).sum()), int(is_first.sum()), len(c), len(c),
+                         len(inside(w["save"])), len(r), len(stops), len(c), None]
     return out
 
 
@@ -340,8 +384,7 @@ class TreeSampler:
     def __init__(self, interval: float = 0.25, memory: bool = True):
         self.interval, self.memory = interval, memory
         self.samples: list[tuple] = []  # t, pss, rss, driver_rss, nproc, max_pss
-        self.cpu: dict[int, list[tuple[float, float]]] = {}  # pid -> [(t, cpu seconds)]
-        self.names: dict[int, str] = {}
+        self.cpu: dict[int, list[tuple[float, float, str]]] = {}  # pid -> [(t, cpu seconds, title)]
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self.root = os.getpid()
@@ -380,20 +423,29 @@ class TreeSampler:
             todo.extend(children.get(q, []))
         return out
 
+    @staticmethod
+    def _title(p: int) -> str:
+        """A short process title: ``ray::<actor or task>`` for Ray workers, else the program."""
+        try:
+            with open(f"/proc/{p}/cmdline", "rb") as f:
+                cmd = f.read().replace(b"\0", b" ").decode(errors="replace").strip()
+        except OSError:
+            return "?"
+        if cmd.startswith("ray::"):
+            return cmd.split(" ")[0]
+        words = cmd.split(" ")
+        name = os.path.basename(words[0])
+        if name.startswith("python") and len(words) > 1:
+            arg = next((w for w in words[1:] if not w.startswith("-")), words[1])
+            name = f"{name} {os.path.basename(arg)}"
+        return name[:60]
+
     def sample(self) -> tuple:
         t = time.monotonic()
         pss = rss = mx = 0
         pids = self._tree()
         for p, c in pids.items():
-            self.cpu.setdefault(p, []).append((t, c))
-            if p not in self.names:
-                try:
-                    with open(f"/proc/{p}/cmdline", "rb") as f:
-                        cmd = f.read().replace(b"\0", b" ").decode(errors="replace").strip()
-                    self.names[p] = cmd if cmd.startswith("ray::") else os.path.basename(cmd.split(" ")[0]) + (
-                        " " + cmd.split(" ")[1].rsplit("/", 1)[-1] if " " in cmd else "")
-                except OSError:
-                    self.names[p] = "?"
+            self.cpu.setdefault(p, []).append((t, c, self._title(p)))
             if self.memory:
                 v = self._kb(f"/proc/{p}/smaps_rollup", ("Pss", "Rss"))
                 pss += v.get("Pss", 0)
@@ -426,17 +478,25 @@ class TreeSampler:
                 "nproc": int(arr[:, 4].max()), "max_proc_pss": arr[:, 5].max(), "n_samples": len(sel)}
 
     def cpu_between(self, t0: float, t1: float) -> dict[str, float]:
-        """CPU seconds used in [t0, t1] (to sampling resolution), summed by process name."""
+        """CPU seconds used in [t0, t1] (to sampling resolution), summed by process title.
+
+        Each interval between two samples of a process is charged to its title at the later
+        sample (a Ray pool worker's title names the task it runs), or at the earlier one when the
+        later one is ``ray::IDLE``."""
         out: dict[str, float] = {}
         for p, series in self.cpu.items():
-            before = [c for t, c in series if t <= t0]
-            upto = [c for t, c in series if t <= t1]
-            if not upto:
-                continue
-            used = upto[-1] - (before[-1] if before else 0.0)
-            name = self.names.get(p, "?")
-            name = "driver (this script)" if p == self.root else name
-            out[name] = out.get(name, 0.0) + used
+            prev = None
+            for t, c, title in series:
+                if t > t1:
+                    break
+                if t <= t0:
+                    prev = (t, c, title)
+                    continue
+                base, ptitle = (prev[1], prev[2]) if prev else (0.0, title)  # new process: all its CPU
+                name = ptitle if title == "ray::IDLE" and ptitle != "?" else title
+                name = "driver (this script)" if p == self.root else name
+                out[name] = out.get(name, 0.0) + (c - base)
+                prev = (t, c, title)
         return dict(sorted(out.items(), key=lambda kv: -kv[1]))
 
 
@@ -447,16 +507,30 @@ def fmt_s(v) -> str:
 # ----------------------------------------------------------------------------- this benchmark
 
 
-def inmem_round(plain, trainer, batches, steps: int) -> tuple[float, float, float, float]:
-    """(plain rate, library rate, plain CPU s/step, library CPU s/step), timed back to back."""
+def inmem_round(plain, trainer, checked, batches, steps: int) -> tuple:
+    """Rates (samples/s) and CPU s/step of plain, Trainer.step and Trainer.step + validation
+    checks, timed back to back: (plain, lib, checked, plain_cpu, lib_cpu, checked_cpu)."""
     out = []
-    for fn in (plain.step, trainer.step):
+    for fn in (plain.step, trainer.step, checked):
         c0, t0 = time.process_time(), time.perf_counter()
         for i in range(steps):
             fn(*batches[i % len(batches)])
         out.append((time.perf_counter() - t0, time.process_time() - c0))
     b = batches[0][0].shape[0]
-    return b * steps / out[0][0], b * steps / out[1][0], out[0][1] / steps, out[1][1] / steps
+    return tuple(b * steps / w for w, _ in out) + tuple(c / steps for _, c in out)
+
+
+def checked_stepper(trainer, cfg, xv, zv):
+    """``Trainer.step`` plus, every ``eval_every`` steps, the validation check the worker does
+    (``score_rows`` on the validation rows, ``bound_from_scores``, ``record_check``)."""
+    from mine_dist.estimator import bound_from_scores, score_rows
+
+    def step(x, z):
+        trainer.step(x, z)
+        if trainer.step_count % cfg.eval_every == 0:
+            tj, tm = score_rows(trainer.module, xv, zv, cfg, seed=cfg.seed + 7)
+            trainer.record_check(bound_from_scores(cfg.bound, tj, tm, cfg.smile_tau))
+    return step
 
 
 def main(argv=None) -> None:
@@ -490,22 +564,25 @@ def main(argv=None) -> None:
 
     cfg = EstimatorConfig(batch_size=a.batch_size, critic=CriticConfig(width=a.width, depth=a.depth))
     trainer = Trainer(cfg, a.dim, a.dim, torch.device("cpu"))
+    g = torch.Generator().manual_seed(2)
+    xv, zv = (torch.randn(cfg.max_eval_rows, a.dim, generator=g) for _ in range(2))
+    checked = checked_stepper(Trainer(cfg, a.dim, a.dim, torch.device("cpu")), cfg, xv, zv)
     plain = PlainMINE(a.dim, a.dim, a.width, a.depth, cfg.lr, cfg.ema_rate, cfg.seed)
     assert sum(q.numel() for q in trainer.critic.parameters()) == sum(q.numel() for q in plain.net.parameters())
     batches = make_batches(8, a.batch_size, a.dim, a.dim, seed=1)
-    inmem_round(plain, trainer, batches, 20)  # warm up
+    inmem_round(plain, trainer, checked, batches, 20)  # warm up
 
     t_ray = start_ray()
     data_dir, t_gen = make_dataset(a.rows, a.shards, dim=a.dim)
     out_dir = tempfile.mkdtemp(prefix="mine_bench_runs_", dir="/tmp")
     try:
-        rounds = [inmem_round(plain, trainer, batches, a.inmem_steps) for _ in range(a.inmem_rounds)]
+        rounds = [inmem_round(plain, trainer, checked, batches, a.inmem_steps) for _ in range(a.inmem_rounds)]
         cli_args = ["--steps", str(a.steps), "--eval-every", str(a.eval_every), "--patience", "0",
                     "--batch-size", str(a.batch_size), "--width", str(a.width), "--depth", str(a.depth),
                     "--bootstrap", "100", "--max-test-rows", "20000"]
         with TreeSampler(interval=0.5, memory=False) as sampler:
             res = run_ray_estimate(data_dir, out_dir, cli_args)
-        rounds += [inmem_round(plain, trainer, batches, a.inmem_steps) for _ in range(a.inmem_rounds)]
+        rounds += [inmem_round(plain, trainer, checked, batches, a.inmem_steps) for _ in range(a.inmem_rounds)]
     finally:
         if not a.keep:
             shutil.rmtree(data_dir, ignore_errors=True)
@@ -517,8 +594,10 @@ def main(argv=None) -> None:
     plain_r = statistics.median(r[0] for r in rounds)
     lib_r = statistics.median(r[1] for r in rounds)
     rng = lambda i: f"{min(r[i] for r in rounds):,.0f}-{max(r[i] for r in rounds):,.0f}"  # noqa: E731
-    plain_cpu = statistics.median(r[2] for r in rounds)
-    lib_cpu = statistics.median(r[3] for r in rounds)
+    chk_r = statistics.median(r[2] for r in rounds)
+    plain_cpu = statistics.median(r[3] for r in rounds)
+    lib_cpu = statistics.median(r[4] for r in rounds)
+    chk_cpu = statistics.median(r[5] for r in rounds)
 
     print("### Steady-state training throughput (joint samples/s)\n")
     print("| path | samples/s | / plain | notes |")
@@ -527,15 +606,19 @@ def main(argv=None) -> None:
           f"{a.inmem_steps} steps (range {rng(0)}); CPU {plain_cpu * 1e3:.2f} ms/step |")
     print(f"| (ii) `Trainer.step`, in-memory | {lib_r:,.0f} | {lib_r / plain_r:.3f} | median of {len(rounds)} "
           f"(range {rng(1)}); CPU {lib_cpu * 1e3:.2f} ms/step |")
+    print(f"| (ii') `Trainer.step` + validation every {a.eval_every} steps, in-memory | {chk_r:,.0f} | "
+          f"{chk_r / plain_r:.3f} | as (ii) plus the worker's check (`score_rows` on {cfg.max_eval_rows:,} rows x "
+          f"{cfg.eval_negatives} negatives, `bound_from_scores`, `record_check`), no checkpoint (range {rng(2)}); "
+          f"CPU {chk_cpu * 1e3:.2f} ms/step |")
     if "steady_rate" in br:
         iv = br["interval_rates"]
         print(f"| (iii) Ray Train, 1 worker, Ray Data from Parquet: steady state | {br['steady_rate']:,.0f} | "
               f"{br['steady_rate'] / plain_r:.3f} | steps {br['window_steps'] + 0} in {br['window_s']:.1f} s "
               f"(from the step-{a.eval_every} report to the last report before the final one); per-interval "
               f"{min(iv):,.0f}-{max(iv):,.0f}, median {statistics.median(iv):,.0f} |")
-        no_checks = B * br["window_steps"] / (br["window_s"] - br["parts"]["validation (score_rows)"]
-                                               - br["parts"]["ray.train.report (metrics + checkpoint)"]
-                                               - max(br["parts"]["other (bound arithmetic, best-critic copy, torch.save, loop)"], 0))
+        pt = br["parts"]
+        no_checks = B * br["window_steps"] / (pt["training steps (Trainer.step)"] + pt["batch fetch, within an epoch"]
+                                               + pt["batch fetch, first of an epoch (pipeline restart)"])
         print(f"| (iii) same window without validation/report/checkpoint time | {no_checks:,.0f} | "
               f"{no_checks / plain_r:.3f} | steps + batch fetches only |")
     print(f"| (iii) time inside `Trainer.step` only, in the Ray worker | {br['step_only_rate']:,.0f} | "
@@ -556,8 +639,7 @@ def main(argv=None) -> None:
               f"{br['window_steps']} steps)\n")
         print("| part | s | % of window | count | ms each |")
         print("|---|---:|---:|---:|---:|")
-        cnt = br["counts"]
-        counts = [cnt["steps"], cnt["fetches"], cnt["epoch_starts"], cnt["checks"], cnt["reports"], None]
+        counts = br["counts"]
         for (name, v), n in zip(br["parts"].items(), counts):
             each = f"{v / n * 1e3:.2f}" if n else ""
             print(f"| {name} | {v:.2f} | {100 * v / br['window_s']:.1f} | {n if n is not None else ''} | {each} |")

@@ -14,11 +14,9 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import sys
 import time
 
-import numpy as np
 import torch
 
 from mine_dist import split, storage
@@ -35,7 +33,7 @@ def run_sweep(args, configs: list[EstimatorConfig], info, sweep_dir: str) -> dic
     winner's result dict (the fields of an estimate) plus sweep details."""
     import ray
     from ray import tune
-    from ray.train import FailureConfig, RunConfig, ScalingConfig
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
     from ray.tune.integration.ray_train import TuneReportCallback
     from ray.tune.schedulers import ASHAScheduler
@@ -79,7 +77,8 @@ def run_sweep(args, configs: list[EstimatorConfig], info, sweep_dir: str) -> dic
             train_loop_config={**common, "config": cfg_dicts[i]},
             scaling_config=ScalingConfig(num_workers=args.workers, resources_per_worker={"CPU": cpw}),
             run_config=RunConfig(storage_path=path, storage_filesystem=fs, name=_trial_name(i),
-                                 callbacks=[TuneReportCallback()], failure_config=FailureConfig(max_failures=1)),
+                                 callbacks=[TuneReportCallback()], failure_config=FailureConfig(max_failures=1),
+                                 checkpoint_config=CheckpointConfig(num_to_keep=2)),
             datasets={"train": train_ds},
         ).fit()
 
@@ -202,5 +201,3 @@ def _write_trials(sweep_dir: str, rows: list[dict], curves: dict, winner: int) -
     plt.close(fig)
     storage.write_bytes_atomic(storage.join(sweep_dir, "trials.png"), out.getvalue())
 
-
-_ = (np, os)

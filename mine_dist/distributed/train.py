@@ -91,13 +91,15 @@ def worker_loop(conf: dict) -> dict:
 
 
 def auto_cpus_per_worker(workers: int, use_gpu: bool) -> float:
-    """CPUs each worker asks for: leave one CPU for Ray Data's read tasks (else they starve)."""
+    """CPUs each worker reserves. Leave 1.5 CPUs of the cluster for Ray Data's read tasks (0.5
+    each) and Tune's trial actors: when workers take every CPU, reads starve (or prefetching reads
+    hold the CPUs a starting worker group waits for) and the run hangs."""
     import ray
 
     total = float(ray.cluster_resources().get("CPU", 1.0))
     if use_gpu:
-        return max(1.0, min(4.0, (total - 1) / workers))
-    return max(0.1, min(1.0, (total - 1) / workers)) if total > 1 else 0.5 / workers
+        return max(1.0, min(4.0, (total - 1.5) / workers))
+    return max(0.1, min(1.0, (total - 1.5) / workers))
 
 
 def run_distributed(args, cfg: EstimatorConfig, info, run_dir: str) -> dict:
