@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 import time
 from dataclasses import fields
@@ -114,13 +115,14 @@ def config_from_args(args: argparse.Namespace) -> EstimatorConfig:
     return EstimatorConfig.from_dict(base)
 
 
-def run_estimate(args: argparse.Namespace) -> dict:
+def run_estimate(args: argparse.Namespace, cfg: EstimatorConfig | None = None) -> dict:
     """Validate, estimate (in-process or on Ray), write the run; returns the record.
 
     A failure from bad input removes the run directory (nothing partial stays in storage); a
     training failure or interruption keeps its checkpoints so ``--resume RUN_ID`` can continue.
+    ``cfg`` overrides the estimator options of ``args`` (audits build it from their spec).
     """
-    cfg = config_from_args(args)
+    cfg = cfg or config_from_args(args)
     if args.workers < 0:
         raise ValueError(f"--workers must be >= 0; got {args.workers}")
     if args.max_rows is not None and args.max_rows < 2:
@@ -265,6 +267,195 @@ def run_sweep_command(args: argparse.Namespace) -> dict:
     return record
 
 
+def add_audit_args(p: argparse.ArgumentParser) -> None:
+    """Options of ``mine-dist audit`` (shared by ``pipelines/audit.py``)."""
+    p.add_argument("--spec", required=True, help="audit spec YAML (see mine_dist/audit.py)")
+    p.add_argument("--output", required=True, help="where history/ and runs/ live (any URI)")
+    p.add_argument("--run-id", default=None, help="the scheduled slot (default: today's UTC date); re-running a "
+                   "slot adds no rows and only runs checks not yet recorded as ok")
+    p.add_argument("--json", action="store_true", help="print the slot's results as JSON on the last line")
+    p.add_argument("--no-progress", action="store_true")
+
+
+EXIT_ALERT = 6
+
+
+def run_audit_command(args: argparse.Namespace) -> tuple[dict, int]:
+    """Validate the whole spec (data, columns, units) first, then run each pending check."""
+    import os
+
+    import yaml
+
+    from mine_dist import audit, io
+
+    try:
+        raw = yaml.safe_load(storage.read_bytes(args.spec))
+    except yaml.YAMLError as e:
+        raise audit.SpecError(f"--spec {args.spec}: not valid YAML: {str(e).splitlines()[0]}") from None
+    # Relative data / config paths in a spec are taken from the spec's own folder.
+    base_dir = os.path.dirname(os.path.abspath(args.spec)) if "://" not in args.spec else args.spec.rsplit("/", 1)[0]
+    spec = audit.parse_spec(raw, base_dir=base_dir)
+    slot = args.run_id or audit.default_slot()
+    if not re.match(r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$", slot):
+        raise ValueError(f"--run-id must be letters, digits, '.', '_', ':', '-'; got {slot!r}")
+    storage.check_reachable(args.output, for_write=True)
+    # Everything that can be checked without estimating, for every check, before any estimation.
+    prepared = []
+    for c in spec.checks:
+        cfg = audit.estimator_config(c)
+        try:
+            info = io.inspect(c.data, c.x, c.z, c.row_id)
+        except io.DataError as e:
+            raise audit.SpecError(f"check {c.name!r}: {e}") from None
+        h_z = audit.categorical_entropy(info) if info.z.kind == "categorical" else None
+        if c.max_mi is not None and c.max_mi.unit == "fraction_of_h_z" and h_z is None:
+            raise audit.SpecError(f"check {c.name!r}.alerts.max_mi: unit fraction_of_h_z needs a categorical z; "
+                                  f"{c.z!r} is {info.z.kind}")
+        prepared.append((c, cfg, h_z))
+    history = audit.read_history(storage.join(args.output, "history"), spec.audit)
+    done = {r["check"] for r in history if r["slot"] == slot and r["status"] == "ok"}
+    results, alerts = [], []
+    for c, cfg, h_z in prepared:
+        prev = audit.previous_ok(history, c.name, slot)
+        if c.name in done:
+            row = next(r for r in history if r["slot"] == slot and r["check"] == c.name)
+            _log(f"[{spec.audit}/{slot}] {c.name}: already recorded in this slot, skipped")
+            fired = json.loads(row["alerts"] or "[]")
+        else:
+            row, fired = _run_check(args, spec.audit, slot, c, cfg, h_z, prev)
+        results.append((c, row, prev))
+        alerts += fired
+    table = _audit_table(spec.audit, slot, results)
+    print(table, file=sys.stderr if args.json else sys.stdout, flush=True)
+    slot_dir = storage.join(args.output, "runs", spec.audit, slot)
+    storage.write_text_atomic(storage.join(slot_dir, "alerts.json"),
+                              json.dumps(runs._jsonable({"audit": spec.audit, "slot": slot, "alerts": alerts}), indent=2))
+    for a in alerts:
+        _log(f"ALERT {a['rule']}: {a['message']}")
+    failed = [r for _, r, _ in results if r["status"] != "ok"]
+    summary = {"audit": spec.audit, "slot": slot, "alerts": alerts,
+               "checks": [{k: r.get(k) for k in ("check", "status", "mi_nats", "ci95_low_nats", "ci95_high_nats", "error")}
+                          for _, r, _ in results]}
+    if failed:
+        _log(f"mine-dist: error: {len(failed)} check(s) failed: " + "; ".join(f"{r['check']}: {r['error']}" for r in failed))
+        return summary, EXIT_FAILED
+    return summary, (EXIT_ALERT if alerts else 0)
+
+
+def _run_check(args, audit_name, slot, check, cfg, h_z, prev) -> tuple[dict, list]:
+    from mine_dist import audit
+
+    ns = build_parser().parse_args(["estimate", "--data", check.data, "--x", check.x, "--z", check.z,
+                                    "--output", storage.join(args.output, "runs", audit_name, slot),
+                                    "--run-id", check.name, "--workers", str(check.workers)]
+                                   + (["--row-id", check.row_id] if check.row_id else [])
+                                   + (["--max-rows", str(check.max_rows)] if check.max_rows else [])
+                                   + (["--no-progress"] if args.no_progress else []))
+    run_dir = storage.join(ns.output, check.name)
+    if storage.exists(storage.join(run_dir, "estimate.json")):
+        storage.delete_tree(run_dir)  # a previous attempt of this slot finished the run but not the row
+    elif storage.exists(storage.join(run_dir, "checkpoints")):
+        ns.resume = check.name  # a previous attempt was killed mid-training: continue it
+    started = runs.now_iso()
+    row = {"audit": audit_name, "slot": slot, "check": check.name, "started_at": started, "h_z_nats": h_z,
+           "data_uri": storage.describe(check.data)}
+    _log(f"[{audit_name}/{slot}] {check.name}: estimating I({check.x}; {check.z}) on {storage.describe(check.data)}")
+    try:
+        rec = run_estimate(ns, cfg)
+    except Exception as e:  # noqa: BLE001 - one failing check must not lose the others
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        row.update({"status": "error", "error": msg, "finished_at": runs.now_iso(), "alerts": "[]",
+                    "config": json.dumps(cfg.to_dict()), "versions": json.dumps(runs.versions())})
+        audit.write_history_row(args.output, row)
+        return row, []
+    fired = audit.evaluate_alerts(check, rec["mi_nats"], h_z, prev)
+    row.update({"status": "ok", "error": None, "mi_nats": rec["mi_nats"], "mi_bits": rec["mi_bits"],
+                "ci95_low_nats": rec["ci95_nats"][0], "ci95_high_nats": rec["ci95_nats"][1], "bound": rec["bound"],
+                "n_test": rec["n_test"], "data_fingerprint": rec["data"]["fingerprint"],
+                "config": json.dumps(rec["config"]), "versions": json.dumps(rec["versions"]),
+                "run_dir": rec["run_dir"], "alerts": json.dumps(runs._jsonable(fired)), "finished_at": runs.now_iso()})
+    audit.write_history_row(args.output, row)
+    return row, fired
+
+
+def _audit_table(audit_name, slot, results) -> str:
+    lines = [f"audit {audit_name}, slot {slot}",
+             f"{'check':24s} {'previous':>18s} {'current (95% CI)':>30s} {'change':>9s}  status"]
+    for c, r, prev in results:
+        p = f"{prev['mi_nats']:.4f} ({prev['slot']})" if prev else "-"
+        if r["status"] == "ok":
+            cur = f"{r['mi_nats']:.4f} [{r['ci95_low_nats']:.4f}, {r['ci95_high_nats']:.4f}]"
+            ch = f"{r['mi_nats'] - prev['mi_nats']:+.4f}" if prev else "-"
+            fired = json.loads(r["alerts"] or "[]")
+            st = "ALERT " + ",".join(a["rule"] for a in fired) if fired else "ok"
+        else:
+            cur, ch, st = "-", "-", f"error: {r['error']}"
+        lines.append(f"{c.name:24s} {p:>18s} {cur:>30s} {ch:>9s}  {st}")
+    return "\n".join(lines)
+
+
+def run_report_command(args: argparse.Namespace) -> str:
+    from mine_dist import audit
+
+    rows = audit.read_history(args.history, args.audit)
+    if not rows:
+        raise ValueError(f"no history for audit {args.audit!r} under {storage.describe(args.history)}")
+    lines = [f"{'slot':12s} {'check':24s} {'status':7s} {'mi_nats':>8s} {'95% CI':>20s} {'mi_bits':>8s}  alerts"]
+    for r in rows:
+        if r["status"] == "ok":
+            alerts = ",".join(a["rule"] for a in json.loads(r["alerts"] or "[]")) or "-"
+            lines.append(f"{r['slot']:12s} {r['check']:24s} ok      {r['mi_nats']:8.4f} "
+                         f"[{r['ci95_low_nats']:.4f}, {r['ci95_high_nats']:.4f}] {r['mi_bits']:8.4f}  {alerts}")
+        else:
+            lines.append(f"{r['slot']:12s} {r['check']:24s} error   {'':8s} {'':>20s} {'':8s}  {r['error']}")
+    plot = args.plot or storage.join(args.history.rstrip("/").rsplit("/", 1)[0], f"report-{args.audit}.png")
+    storage.write_bytes_atomic(plot, _report_png(args.audit, rows))
+    lines.append(f"plot written to {storage.describe(plot)}")
+    return "\n".join(lines)
+
+
+def _report_png(audit_name: str, rows: list[dict]) -> bytes:
+    import io as _io
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    checks = sorted({r["check"] for r in rows})
+    slots = sorted({r["slot"] for r in rows})
+    fig, axes = plt.subplots(len(checks), 1, figsize=(7, 2.6 * len(checks)), dpi=110, squeeze=False)
+    for ax, c in zip(axes[:, 0], checks):
+        ok = [r for r in rows if r["check"] == c and r["status"] == "ok"]
+        xs = [slots.index(r["slot"]) for r in ok]
+        ys = [r["mi_nats"] for r in ok]
+        lo = [r["mi_nats"] - r["ci95_low_nats"] for r in ok]
+        hi = [r["ci95_high_nats"] - r["mi_nats"] for r in ok]
+        ax.errorbar(xs, ys, yerr=[lo, hi], marker="o", capsize=4, label="MI (95% CI)")
+        for r in ok:
+            for a in json.loads(r["alerts"] or "[]"):
+                ax.plot(slots.index(r["slot"]), r["mi_nats"], "rx", ms=12, mew=2)
+        limits = {a["rule"]: a for r in ok for a in json.loads(r["alerts"] or "[]")}
+        if "max_mi" in limits:
+            ax.axhline(limits["max_mi"]["limit_nats"], color="red", ls="--", lw=1, label="max_mi limit")
+        h = [r["h_z_nats"] for r in ok if r.get("h_z_nats")]
+        if h:
+            ax.axhline(h[-1], color="grey", ls=":", lw=1, label=f"H(z) = {h[-1]:.3f}")
+        bad = [slots.index(r["slot"]) for r in rows if r["check"] == c and r["status"] != "ok"]
+        if bad:
+            ax.plot(bad, [0] * len(bad), "kv", label="failed")
+        ax.set_title(f"{audit_name} / {c}", fontsize=9)
+        ax.set_ylabel("nats")
+        ax.set_xticks(range(len(slots)), slots, rotation=30, fontsize=7)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    out = _io.BytesIO()
+    fig.savefig(out, format="png")
+    plt.close(fig)
+    return out.getvalue()
+
+
 def run_make_data(args: argparse.Namespace) -> dict:
     from mine_dist import synthetic
 
@@ -290,6 +481,13 @@ def build_parser() -> argparse.ArgumentParser:
     w = sub.add_parser("sweep", help="Ray Tune sweep of estimator configurations; best.json holds the winner's "
                        "config and its test-split estimate")
     add_sweep_args(w)
+    a = sub.add_parser("audit", help="run a scheduled MI audit: every check of a spec, history, alerts "
+                       f"(exit {EXIT_ALERT} when an alert fires)")
+    add_audit_args(a)
+    r = sub.add_parser("report", help="print an audit's history and plot MI over time per check")
+    r.add_argument("--history", required=True, help="<output>/history of an audit")
+    r.add_argument("--audit", required=True, help="audit name")
+    r.add_argument("--plot", default=None, help="PNG to write (default <output>/report-<audit>.png)")
     m = sub.add_parser("make-data", help="write a synthetic dataset with known MI")
     m.add_argument("kind", choices=["gaussian", "independent", "mixture"])
     m.add_argument("--dim", type=int, default=5)
@@ -325,6 +523,13 @@ def dispatch(args: argparse.Namespace) -> int:
         if args.command == "make-data":
             record = run_make_data(args)
             text = json.dumps(record) if args.json else None
+        elif args.command == "audit":
+            record, code = run_audit_command(args)
+            if args.json:
+                print(json.dumps(runs._jsonable(record)), flush=True)
+            return code
+        elif args.command == "report":
+            record, text = None, run_report_command(args)
         elif args.command in ("estimate", "sweep"):
             record = run_estimate(args) if args.command == "estimate" else run_sweep_command(args)
             text = json.dumps(runs._jsonable(record)) if args.json else runs.summary(record)

@@ -1,0 +1,199 @@
+"""Scheduled audits: spec validation before any estimation, history, alerts, idempotent slots."""
+
+import json
+import math
+import os
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import yaml
+
+from mine_dist import audit, storage
+from mine_dist.cli import main
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+FAST_EST = {"steps": 300, "batch_size": 128, "eval_every": 100, "bootstrap": 100, "lr": 0.002,
+            "critic": {"width": 32}}
+
+
+def _fixed(a):
+    a = np.asarray(a, np.float32)
+    return pa.FixedSizeListArray.from_arrays(pa.array(a.reshape(-1)), a.shape[1])
+
+
+def _leak_table(strength, n=3000, seed=0, nan_row=None):
+    """An embedding and a binary attribute; `strength` controls how much the embedding reveals."""
+    rng = np.random.default_rng(seed)
+    attr = rng.integers(0, 2, n)
+    emb = rng.normal(size=(n, 4))
+    if nan_row is not None:
+        emb[nan_row, 1] = np.nan
+    emb[:, 0] += strength * (2 * attr - 1)
+    other = emb[:, :2] + 0.5 * rng.normal(size=(n, 2))
+    return pa.table({"emb": _fixed(emb), "other": _fixed(other), "attr": pa.array(attr)})
+
+
+def _write(uri, table):
+    buf = pa.BufferOutputStream()
+    pq.write_table(table, buf)
+    storage.write_bytes_atomic(uri, buf.getvalue().to_pybytes())
+
+
+def _spec(path, checks, workers=0):
+    path.write_text(yaml.safe_dump({"audit": "t", "workers": workers, "checks": checks}))
+    return str(path)
+
+
+def _check(name, data, x="emb", z="attr", **kw):
+    return {"name": name, "data": data, "x": x, "z": z, "estimator": FAST_EST, **kw}
+
+
+# ------------------------------------------------------------------------ spec validation
+
+
+@pytest.mark.parametrize(
+    "raw, match",
+    [
+        ({"audit": "a", "checks": [{"name": "c", "data": "d", "x": "x", "z": "z", "treshold": 1}]},
+         r"check 'c': unknown field\(s\) \['treshold'\]"),
+        ({"audit": "a", "checks": [], "extra": 1}, r"unknown key\(s\) \['extra'\]"),
+        ({"audit": "a", "checks": []}, r"'checks' must be a non-empty list"),
+        ({"audit": "a b", "checks": [{}]}, r"'audit' must be a name"),
+        ({"audit": "a", "checks": [{"name": "c", "x": "x", "z": "z"}]}, r"check 'c': field 'data' is required"),
+        ({"audit": "a", "checks": [{"name": "c", "data": "d", "x": "x", "z": "z",
+                                    "alerts": {"max_mi": {"value": 0.1, "unit": "percent"}}}]},
+         r"check 'c'.alerts.max_mi.unit must be one of \('nats', 'bits', 'fraction_of_h_z'\); got 'percent'"),
+        ({"audit": "a", "checks": [{"name": "c", "data": "d", "x": "x", "z": "z",
+                                    "alerts": {"max_change": {"value": 0.1, "unit": "fraction_of_h_z"}}}]},
+         r"check 'c'.alerts.max_change.unit must be one of \('nats', 'bits'\)"),
+        ({"audit": "a", "checks": [{"name": "c", "data": "d", "x": "x", "z": "z",
+                                    "alerts": {"max_mi": {"value": -1}}}]},
+         r"check 'c'.alerts.max_mi.value must be a number >= 0; got -1"),
+        ({"audit": "a", "checks": [{"name": "c", "data": "d", "x": "x", "z": "z"},
+                                   {"name": "c", "data": "d", "x": "x", "z": "z"}]}, r"check 'c': duplicate"),
+        ({"audit": "a", "checks": [{"name": "c", "data": "d", "x": "x", "z": "z", "estimator": {}, "config": "b"}]},
+         r"check 'c': give either 'estimator'"),
+    ],
+)
+def test_spec_errors_name_check_and_field(raw, match):
+    with pytest.raises(audit.SpecError, match=match):
+        audit.parse_spec(raw)
+
+
+@pytest.fixture
+def local_data(tmp_path):
+    _write(str(tmp_path / "d1" / "a.parquet"), _leak_table(0.3))
+    return tmp_path
+
+
+@pytest.mark.parametrize(
+    "check, match",
+    [
+        (_check("c1", "nope"), "check 'c1': dataset not found"),
+        (_check("c1", "d1", x="emb2"), "check 'c1': --x: column 'emb2' not found"),
+        (_check("c1", "d1", z="other", alerts={"max_mi": {"value": 0.5, "unit": "fraction_of_h_z"}}),
+         "check 'c1'.alerts.max_mi: unit fraction_of_h_z needs a categorical z"),
+        (_check("c1", "d1", estimator={"lr": -1}), "check 'c1'.estimator: lr must be a finite number > 0"),
+    ],
+)
+def test_bad_specs_fail_before_any_estimation(local_data, capsys, check, match):
+    good = _check("c0", "d1")
+    spec = _spec(local_data / "s.yaml", [good, check])
+    rc = main(["audit", "--spec", spec, "--output", str(local_data / "out"), "--run-id", "s1"])
+    err = capsys.readouterr().err
+    assert rc == 2 and match in err
+    assert not (local_data / "out" / "history").exists()  # not even the good check ran
+
+
+# ------------------------------------------------------------------------ behaviour, in-process
+
+
+def test_failing_check_is_recorded_and_others_kept_and_rerun_finishes(local_data, capsys):
+    # A NaN is only found while reading values, i.e. during that check's estimation.
+    _write(str(local_data / "bad.parquet"), _leak_table(0.3, nan_row=7))
+    spec = _spec(local_data / "s.yaml", [_check("good", "d1"), _check("broken", "bad.parquet")])
+    out = str(local_data / "out")
+    rc = main(["audit", "--spec", spec, "--output", out, "--run-id", "s1", "--no-progress"])
+    assert rc == 5 and "1 check(s) failed: broken" in capsys.readouterr().err
+    rows = audit.read_history(os.path.join(out, "history"), "t")
+    assert {(r["check"], r["status"]) for r in rows} == {("good", "ok"), ("broken", "error")}
+    assert "NaN/Inf" in next(r for r in rows if r["check"] == "broken")["error"]
+    # Fix the data and re-run the slot: only the broken check runs, still one row per check.
+    _write(str(local_data / "bad.parquet"), _leak_table(0.3, seed=1))
+    good_before = next(r for r in rows if r["check"] == "good")
+    rc = main(["audit", "--spec", spec, "--output", out, "--run-id", "s1", "--no-progress"])
+    err = capsys.readouterr().err
+    assert rc == 0 and "good: already recorded in this slot, skipped" in err
+    rows = audit.read_history(os.path.join(out, "history"), "t")
+    assert len(rows) == 2 and all(r["status"] == "ok" for r in rows)
+    assert next(r for r in rows if r["check"] == "good") == good_before
+
+
+def test_absolute_limit_in_fraction_of_entropy(local_data, capsys):
+    spec = _spec(local_data / "s.yaml", [_check("leak", "d1", alerts={"max_mi": {"value": 0.001,
+                                                                               "unit": "fraction_of_h_z"}})])
+    out = str(local_data / "out")
+    rc = main(["audit", "--spec", spec, "--output", out, "--run-id", "s1", "--no-progress"])
+    err = capsys.readouterr().err
+    assert rc == 6 and "ALERT max_mi: leak: MI" in err
+    alerts = json.loads(open(os.path.join(out, "runs", "t", "s1", "alerts.json")).read())["alerts"]
+    assert alerts[0]["rule"] == "max_mi"
+    assert alerts[0]["limit_nats"] == pytest.approx(0.001 * alerts[0]["h_z_nats"])
+    assert alerts[0]["h_z_nats"] == pytest.approx(math.log(2), abs=0.01)
+
+
+# ------------------------------------------------------------------------ against S3
+
+
+@pytest.mark.s3
+@pytest.mark.slow
+def test_two_check_audit_twice_on_s3_with_planted_change(s3_server, tmp_path, capsys):
+    bucket = s3_server.make_bucket()
+    _write(f"{bucket}/emb/v1/a.parquet", _leak_table(0.2))
+    _write(f"{bucket}/emb/v2/a.parquet", _leak_table(1.5, seed=1))  # the attribute leaks much more
+    alerts = {"max_change": {"value": 0.1, "unit": "nats"}}
+    out = f"{bucket}/audits"
+
+    def run(slot, leak_data):
+        spec = _spec(tmp_path / f"{slot}.yaml", [
+            _check("emb-vs-attr", leak_data, alerts=alerts),
+            _check("emb-vs-other", f"{bucket}/emb/v1", z="other"),
+        ])
+        return main(["audit", "--spec", spec, "--output", out, "--run-id", slot, "--no-progress"])
+
+    assert run("2026-11-01", f"{bucket}/emb/v1") == 0
+    capsys.readouterr()
+    assert run("2026-11-02", f"{bucket}/emb/v2") == 6
+    cap = capsys.readouterr()
+    assert "ALERT max_change: emb-vs-attr: MI changed by +" in cap.err
+    assert "since slot 2026-11-01" in cap.err
+    rows = audit.read_history(f"{out}/history", "t")
+    assert sorted((r["slot"], r["check"]) for r in rows) == [
+        ("2026-11-01", "emb-vs-attr"), ("2026-11-01", "emb-vs-other"),
+        ("2026-11-02", "emb-vs-attr"), ("2026-11-02", "emb-vs-other")]
+    fired = storage.read_json(f"{out}/runs/t/2026-11-02/alerts.json")["alerts"]
+    assert [a["rule"] for a in fired] == ["max_change"] and fired[0]["change_nats"] > 0.1
+    # Re-running the same slot adds no rows (and still reports the alert).
+    assert run("2026-11-02", f"{bucket}/emb/v2") == 6
+    assert len(audit.read_history(f"{out}/history", "t")) == 4
+    assert main(["report", "--history", f"{out}/history", "--audit", "t", "--plot", str(tmp_path / "r.png")]) == 0
+    assert (tmp_path / "r.png").read_bytes()[:4] == b"\x89PNG"
+
+
+# ------------------------------------------------------------------------ the shipped example
+
+
+@pytest.mark.slow
+def test_digits_example_runs_from_a_fresh_checkout(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(ROOT)
+    rc = main(["audit", "--spec", "examples/digits/audit.yaml", "--output", str(tmp_path), "--run-id", "ex",
+               "--no-progress", "--json"])
+    assert rc == 0
+    res = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    by = {c["check"]: c for c in res["checks"]}
+    label = by["embedding-vs-label"]
+    assert label["status"] == "ok" and by["v1-vs-v2"]["status"] == "ok"
+    width = label["ci95_high_nats"] - label["ci95_low_nats"]
+    assert 0.5 < label["mi_nats"] < math.log(10) + width  # a real dependence, below H(label)
