@@ -12,8 +12,8 @@ The same synthetic Gaussian dataset (dim 16, written under /tmp with
   ``iter_torch_batches(batch_size=B, drop_last=True, device="cpu")``, Ray Data free to use both CPUs;
 * **Ray, as the Train worker gets it**: the same Dataset through ``streaming_split(1, equal=True)``
   (what ``DataConfig(datasets_to_split=["train"])`` does), ``local_shuffle_buffer_size=max(4B,
-  16384)`` as ``run_distributed`` sets it, and Ray Data limited to 1 CPU (the Train worker holds
-  the other one during training);
+  16384)`` as ``run_distributed`` sets it, and Ray Data limited to the CPUs the Train worker
+  leaves free (cluster CPUs - ``train.auto_cpus_per_worker(1, False)``);
 * **Trainer.step fed by Ray** (batch ``--train-batch`` only): the previous reader with a
   ``Trainer.step`` on every batch, in this process, as the Train worker consumes it, with
   ``prefetch_batches=1`` (the default, used by ``worker_loop``) and 0 (no background formatting
@@ -153,6 +153,12 @@ def main(argv=None) -> None:
         nz = normalize.fit("standard", z0, "z", io.passthrough_mask(info.z))
         ds = split_dataset(info, split.TRAIN, 0.1, 0.2, False, nx, nz, shuffle_units=True, seed=0)
         ctx = DataContext.get_current()
+        import ray
+
+        from mine_dist.distributed.train import auto_cpus_per_worker
+
+        worker_cpus = auto_cpus_per_worker(1, False)
+        data_cpus = float(ray.cluster_resources().get("CPU", 1.0)) - worker_cpus
         default_limits = ctx.execution_options.resource_limits
 
         # Reference: what training consumes, timed here too.
@@ -184,19 +190,19 @@ def main(argv=None) -> None:
                 ("pyarrow iter_batches -> numpy -> torch (all rows)", lambda: pyarrow_batches(info.files, b, a.dim), False),
                 ("library read_unit + normalize, no Ray (train rows)", lambda: library_batches(info, nx, nz, b), False),
                 ("Ray Dataset iter_torch_batches, Ray Data on 2 CPUs", lambda: ray_batches(ds, b, None), True),
-                (f"Ray as in training: streaming_split(1), shuffle buffer {max(4 * b, 16384)}, Ray Data on 1 CPU",
+                (f"Ray as in training: streaming_split(1), shuffle buffer {max(4 * b, 16384)}, Ray Data on {data_cpus:g} CPU",
                  lambda get=lazy_split(ds): ray_batches(get(), b, max(4 * b, 16384)), True),
             ]
             if b == a.train_batch:
                 for pf in (1, 0):
                     readers.append((
                         f"Trainer.step on each batch, fed as in training, prefetch_batches={pf}"
-                        + (" (the default, as worker_loop)" if pf == 1 else "") + ", Ray Data on 1 CPU",
+                        + (" (the default, as worker_loop)" if pf == 1 else "") + f", Ray Data on {data_cpus:g} CPU",
                         lambda pf=pf, get=lazy_split(ds): ray_batches(
                             get(), b, max(4 * b, 16384), step=tr.step, prefetch_batches=pf), True))
             for name, make, is_ray in readers:
-                if "1 CPU" in name:
-                    ctx.execution_options.resource_limits = ExecutionResources(cpu=1)
+                if f"Ray Data on {data_cpus:g} CPU" in name:
+                    ctx.execution_options.resource_limits = ExecutionResources(cpu=data_cpus)
                 try:
                     passes = [timed_pass(make(), sampler if is_ray else None) for _ in range(a.passes)]
                 finally:
@@ -232,6 +238,8 @@ def main(argv=None) -> None:
           "process and all its Ray processes (driver, executor, read tasks, raylet, GCS, dashboard) during the "
           "pass, sampled from /proc; for in-process readers this process's CPU time. `/ training rate`: "
           "input rows/s (incl. start-up) over the Trainer.step samples/s above.  ")
+    print(f"As in training: the library reserves {worker_cpus:g} CPU for the one Train worker "
+          f"(`auto_cpus_per_worker(1, False)`), so Ray Data is limited to {data_cpus:g} CPU(s) here.  ")
     print(f"Idle CPU of this process tree (driver + idle private Ray: GCS, raylet, dashboard, ...), measured "
           f"over 3 s before the readers: {idle_cores:.2f} cores; it is included in the Ray readers' CPU.  ")
     for b, name, passes in results:
