@@ -124,7 +124,7 @@ def main(argv=None) -> None:
     p.add_argument("--shards", type=int, default=8)
     p.add_argument("--dim", type=int, default=16)
     p.add_argument("--batch-sizes", type=int, nargs="+", default=[256, 512, 4096])
-    p.add_argument("--passes", type=int, default=2, help="passes per reader and batch size")
+    p.add_argument("--passes", type=int, default=3, help="passes per reader and batch size")
     p.add_argument("--train-batch", type=int, default=512, help="batch of the reference Trainer.step rate")
     p.add_argument("--keep", action="store_true")
     a = p.parse_args(argv)
@@ -203,8 +203,15 @@ def main(argv=None) -> None:
             for name, make, is_ray in readers:
                 if f"Ray Data on {data_cpus:g} CPU" in name:
                     ctx.execution_options.resource_limits = ExecutionResources(cpu=data_cpus)
+                fed = "Trainer.step on each batch" in name
                 try:
-                    passes = [timed_pass(make(), sampler if is_ray else None) for _ in range(a.passes)]
+                    passes = []
+                    for _ in range(a.passes):
+                        # Fed readers: an in-memory Trainer.step run of about the same length right
+                        # before each pass, so each ratio compares neighbours in time.
+                        ref = train_rate(steps=int(0.7 * a.rows) // b) if fed else None
+                        passes.append(timed_pass(make(), sampler if is_ray else None))
+                        passes[-1]["ref"] = ref
                 finally:
                     ctx.execution_options.resource_limits = default_limits
                 results.append((b, name, passes))
@@ -230,14 +237,22 @@ def main(argv=None) -> None:
         first = ", ".join(f"{q['first']:.2f}" for q in passes)
         frac = read_rows / passes[0]["rows"]  # rows read from disk per row delivered
         cpu = statistics.median(q["cpu"] / q["rows"] * 1e6 for q in passes)
-        print(f"| {b} | {name} | {rate:,.0f} | {after:,.0f} | {first} | {rate * frac:,.0f} | {cpu:.2f} | "
-              f"{rate / tr_rate:.1f}x |")
+        if passes[0].get("ref"):
+            vs = statistics.median(q["rate"] / q["ref"] for q in passes)
+            vs_s = (f"**{vs:.2f}x** of in-memory Trainer.step run just before each pass (after 1st batch: "
+                    f"{statistics.median(q['rate_after_first'] / q['ref'] for q in passes):.2f}x; in-memory "
+                    f"{', '.join(format(q['ref'], ',.0f') for q in passes)})")
+        else:
+            vs_s = f"{rate / tr_rate:.1f}x"
+        print(f"| {b} | {name} | {rate:,.0f} | {after:,.0f} | {first} | {rate * frac:,.0f} | {cpu:.2f} | {vs_s} |")
     print()
     print("rows/s: median over passes of rows delivered / pass wall (start-up included); after 1st batch: "
           "excluding the time to the first batch; 1st batch: per pass. CPU: for Ray readers the CPU of this "
           "process and all its Ray processes (driver, executor, read tasks, raylet, GCS, dashboard) during the "
           "pass, sampled from /proc; for in-process readers this process's CPU time. `/ training rate`: "
-          "input rows/s (incl. start-up) over the Trainer.step samples/s above.  ")
+          "input rows/s (incl. start-up) over the Trainer.step samples/s above; for the Trainer.step-fed "
+          "readers, their training rate over an in-memory Trainer.step run of the same length just before each "
+          "pass (median of the per-pass ratios).  ")
     print(f"As in training: the library reserves {worker_cpus:g} CPU for the one Train worker "
           f"(`auto_cpus_per_worker(1, False)`), so Ray Data is limited to {data_cpus:g} CPU(s) here.  ")
     print(f"Idle CPU of this process tree (driver + idle private Ray: GCS, raylet, dashboard, ...), measured "

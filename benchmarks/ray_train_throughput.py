@@ -560,7 +560,7 @@ def main(argv=None) -> None:
             f"under /tmp; critic joint MLP width {a.width} depth {a.depth}, batch {a.batch_size}, bound mine, "
             f"torch.set_num_threads(1) in the driver",
             f"Ray: `mine-dist estimate --workers 1 --steps {a.steps} --eval-every {a.eval_every} --patience 0` "
-            f"(library defaults otherwise: shuffle auto, shuffle buffer max(4B, 16384), 1 CPU per worker)"])
+            f"(library defaults otherwise: shuffle auto, shuffle buffer max(4B, 16384), CPUs per worker from `auto_cpus_per_worker`)"])
 
     cfg = EstimatorConfig(batch_size=a.batch_size, critic=CriticConfig(width=a.width, depth=a.depth))
     trainer = Trainer(cfg, a.dim, a.dim, torch.device("cpu"))
@@ -671,7 +671,10 @@ def main(argv=None) -> None:
     print("### Start-up and totals (Ray path)\n")
     print("| phase | s |")
     print("|---|---:|")
-    print(f"| `ray.init` (ensure_ray, once per process, not part of the run) | {t_ray:.2f} |")
+    from mine_dist.distributed.train import auto_cpus_per_worker
+
+    print(f"| `ray.init` (ensure_ray, once per process, not part of the run; the worker reserved "
+          f"{auto_cpus_per_worker(1, False):g} of {os.cpu_count()} CPUs) | {t_ray:.2f} |")
     print(f"| CLI start -> `fit()` call (inspect footers, driver scan of all row groups, normalizer, "
           f"dataset plan) | {br['before_fit_s']:.2f} |")
     print(f"| ... of which the scan (one Ray task per row group) | {fmt_s(br['scan_s'])} |")

@@ -20,7 +20,11 @@ def ensure_ray(**kwargs) -> None:
     ctx.enable_progress_bars = False
     ctx.print_on_execution_start = False
     address = os.environ.get("RAY_ADDRESS") or "local"
-    opts = {"include_dashboard": True, "log_to_driver": True, **kwargs}
+    # Ray's own INFO logs (every checkpoint, every dataset execution) drown the run's progress
+    # lines; MINE_DIST_RAY_LOG_LEVEL=INFO brings them back.
+    level = os.environ.get("MINE_DIST_RAY_LOG_LEVEL", "WARNING")
+    opts = {"include_dashboard": True, "log_to_driver": True,
+            "logging_config": ray.LoggingConfig(log_level=level), **kwargs}
     if address != "local":
         opts.pop("include_dashboard")
     ray.init(address=address, **opts)

@@ -39,7 +39,7 @@ def run_sweep(args, configs: list[EstimatorConfig], info, sweep_dir: str) -> dic
     from ray.tune.schedulers import ASHAScheduler
 
     from mine_dist import normalize
-    from mine_dist.distributed.data import scan, split_dataset, take_arrays
+    from mine_dist.distributed.data import collect_split, scan, split_dataset
     from mine_dist.distributed.runtime import ensure_ray
     from mine_dist.distributed.train import _mask
 
@@ -128,8 +128,8 @@ def run_sweep(args, configs: list[EstimatorConfig], info, sweep_dir: str) -> dic
     critic = build_critic(info.x.dim, info.z.dim, wcfg.critic)
     critic.load_state_dict(state["best_state"] or state["critic"])
     critic.eval()
-    test_x, test_z = take_arrays(split_dataset(info, split.TEST, *fractions, drop, nx, nz, max_rows=args.max_rows),
-                                 args.max_test_rows)
+    test_x, test_z = collect_split(info, split.TEST, *fractions, drop, nx, nz, args.max_test_rows,
+                                     seed=base.seed, max_dataset_rows=args.max_rows)
     tj, tm = score_rows(critic, torch.from_numpy(test_x), torch.from_numpy(test_z), wcfg, seed=wcfg.seed + 11)
     est = finish_estimate(wcfg, tj, tm, n_train=sc.counts[split.TRAIN], n_val=sc.counts[split.VAL],
                           steps=state["step"], best_step=state["best_step"], stopped_early=state["step"] < wcfg.steps,

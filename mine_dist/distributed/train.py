@@ -10,6 +10,7 @@ only rank 0 writes checkpoints. The test split is scored on the driver after tra
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import sys
@@ -33,6 +34,8 @@ def worker_loop(conf: dict) -> dict:
     from mine_dist.sync import collective_for_current_process
 
     cfg = EstimatorConfig.from_dict(conf["config"])
+    for name in ("ray.train", "ray.data"):  # keep the worker's log to our progress lines
+        logging.getLogger(name).setLevel(logging.WARNING)
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     device = ray.train.torch.get_device() if conf["use_gpu"] else torch.device("cpu")
@@ -57,6 +60,10 @@ def worker_loop(conf: dict) -> dict:
         rate = (trainer.step_count - rows_at_t0) * cfg.batch_size * world / max(time.perf_counter() - t0, 1e-9)
         metrics = {"step": trainer.step_count, "train": last["train"], "val": last["val"],
                    "best_val": trainer.best_val, "samples_per_s": rate, "final": final}
+        if rank == 0 and conf.get("progress", True) and not final:
+            print(f"step {trainer.step_count}/{cfg.steps}  train {last['train']:.4f}  val {last['val']:.4f}  "
+                  f"best val {trainer.best_val:.4f} (step {trainer.best_step})  {rate:,.0f} samples/s",
+                  file=sys.stderr, flush=True)
         with tempfile.TemporaryDirectory() as d:
             checkpoint = None
             if rank == 0:
@@ -109,7 +116,7 @@ def run_distributed(args, cfg: EstimatorConfig, info, run_dir: str) -> dict:
     from ray.train.torch import TorchTrainer
 
     from mine_dist import normalize
-    from mine_dist.distributed.data import scan, split_dataset, take_arrays
+    from mine_dist.distributed.data import collect_split, scan, split_dataset
     from mine_dist.distributed.runtime import ensure_ray
 
     ensure_ray()
@@ -138,7 +145,8 @@ def run_distributed(args, cfg: EstimatorConfig, info, run_dir: str) -> dict:
     fs, path = storage.resolve(run_dir)
     cpw = args.cpus_per_worker or auto_cpus_per_worker(args.workers, use_gpu)
     conf = {"config": cfg.to_dict(), "dx": info.x.dim, "dz": info.z.dim, "val_x": val_x, "val_z": val_z,
-            "use_gpu": use_gpu, "shuffle_buffer": max(4 * cfg.batch_size, 16384)}
+            "use_gpu": use_gpu, "shuffle_buffer": max(4 * cfg.batch_size, 16384),
+            "progress": not args.no_progress}
     trainer = TorchTrainer(
         worker_loop,
         train_loop_config=conf,
@@ -164,8 +172,8 @@ def run_distributed(args, cfg: EstimatorConfig, info, run_dir: str) -> dict:
     critic = build_critic(info.x.dim, info.z.dim, cfg.critic)
     critic.load_state_dict(state["best_state"] or state["critic"])
     critic.eval()
-    test_x, test_z = take_arrays(split_dataset(info, split.TEST, *fractions, drop, nx, nz, max_rows=args.max_rows),
-                                 args.max_test_rows)
+    test_x, test_z = collect_split(info, split.TEST, *fractions, drop, nx, nz, args.max_test_rows,
+                                     seed=cfg.seed, max_dataset_rows=args.max_rows)
     tj, tm = score_rows(critic, torch.from_numpy(test_x), torch.from_numpy(test_z), cfg, seed=cfg.seed + 11)
     est = finish_estimate(cfg, tj, tm, n_train=counts[split.TRAIN], n_val=counts[split.VAL], steps=state["step"],
                           best_step=state["best_step"], stopped_early=state["step"] < cfg.steps, wall=wall,
