@@ -21,8 +21,9 @@ Measured per size, in one process (so each size sees the same warm private Ray):
   its exact high-water mark ``VmHWM``, reset before each size via ``/proc/self/clear_refs``). The
   idle tree before each size is reported too; the growth over it is what the run added.
 
-Before each size its time is projected from the previous sizes (linear fit); a size projected
-above ``--max-size-s`` is replaced by the largest of ``--fallback`` that fits, and the table says so.
+From the third size on, each size's time is projected from the sizes before it (linear fit of
+generation + run time on rows); a size projected above ``--max-size-s`` is replaced by the
+largest of ``--fallback`` that fits, and the output says so.
 
     .venv/bin/python benchmarks/scaling_rows.py                          # ~10 min
     .venv/bin/python benchmarks/scaling_rows.py --rows 100000 300000 --width 256
@@ -67,14 +68,12 @@ def hwm() -> int:
 
 def project(done: list[dict], rows: int) -> float | None:
     """Seconds for generation + run at ``rows`` from a linear fit over the measured sizes."""
-    if not done:
+    if len(done) < 2:  # one size says nothing about the split between fixed and per-row costs
         return None
     xs = np.array([d["rows"] for d in done], float)
     ys = np.array([d["gen_s"] + d["total_s"] for d in done], float)
-    if len(done) == 1:
-        return float(ys[0] * rows / xs[0])  # proportional: pessimistic when fixed costs dominate
     slope, icpt = np.polyfit(xs, ys, 1)
-    return float(max(icpt, 0.0) + slope * rows)
+    return float(max(icpt, 0.0) + max(slope, 0.0) * rows)
 
 
 def main(argv=None) -> None:
@@ -109,11 +108,15 @@ def main(argv=None) -> None:
     for rows in sizes:
         proj = project(done, rows)
         if proj is not None and proj > a.max_size_s:
-            alt = next((int(f) for f in a.fallback if f < rows and (project(done, int(f)) or 0) <= a.max_size_s), None)
-            notes.append(f"{rows:.0e} rows projected at {proj:.0f} s (generation + run) > {a.max_size_s:.0f} s; "
-                         + (f"measured {alt:.0e} rows instead" if alt else "skipped"))
+            biggest = max(d["rows"] for d in done)
+            alt = next((int(f) for f in sorted(a.fallback, reverse=True)
+                        if biggest < f < rows and project(done, int(f)) <= a.max_size_s), None)
+            notes.append(f"{rows:.0e} rows projected at {proj:.0f} s (generation + run; linear fit over the sizes "
+                         f"measured) > {a.max_size_s:.0f} s; "
+                         + (f"measured {alt:.0e} rows instead (projected {project(done, alt):.0f} s)"
+                            if alt else "skipped"))
             print(notes[-1], file=sys.stderr, flush=True)
-            if alt is None or alt in [d["rows"] for d in done]:
+            if alt is None:
                 continue
             rows = alt
         shards = max(1, math.ceil(rows / a.rows_per_shard))

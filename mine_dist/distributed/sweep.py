@@ -61,11 +61,15 @@ def run_sweep(args, configs: list[EstimatorConfig], info, sweep_dir: str) -> dic
     train_ds = split_dataset(info, split.TRAIN, *fractions, drop, nx, nz, shuffle_units=True, seed=base.seed,
                              max_rows=args.max_rows, global_shuffle=shuffle == "global")
     fs, path = storage.resolve(sweep_dir)
-    cpw = args.cpus_per_worker or auto_cpus_per_worker(args.workers, False)
+    use_gpu = bool(getattr(args, "gpu", False))
+    if use_gpu:
+        configs = [EstimatorConfig.from_dict({**c.to_dict(), "device": "cuda"}) for c in configs]
+    cpw = args.cpus_per_worker or auto_cpus_per_worker(args.workers, use_gpu)
     total_cpu = float(ray.cluster_resources().get("CPU", 1.0))
     concurrent = args.concurrent or max(1, int((total_cpu - 0.5) // (args.workers * cpw + 0.01)))
     cfg_dicts = [c.to_dict() for c in configs]
-    common = {"dx": info.x.dim, "dz": info.z.dim, "val_x": val_x, "val_z": val_z, "use_gpu": False,
+    common = {"dx": info.x.dim, "dz": info.z.dim, "val_x": val_x, "val_z": val_z, "use_gpu": use_gpu,
+              "progress": False,
               "shuffle_buffer": max(4 * batch_max, 16384)}
     steps = max(c.steps for c in configs)
     eval_every = min(c.eval_every for c in configs)
@@ -75,7 +79,8 @@ def run_sweep(args, configs: list[EstimatorConfig], info, sweep_dir: str) -> dic
         TorchTrainer(
             worker_loop,
             train_loop_config={**common, "config": cfg_dicts[i]},
-            scaling_config=ScalingConfig(num_workers=args.workers, resources_per_worker={"CPU": cpw}),
+            scaling_config=ScalingConfig(num_workers=args.workers, use_gpu=use_gpu,
+                                         resources_per_worker={"CPU": cpw, **({"GPU": 1} if use_gpu else {})}),
             run_config=RunConfig(storage_path=path, storage_filesystem=fs, name=_trial_name(i),
                                  callbacks=[TuneReportCallback()], failure_config=FailureConfig(max_failures=1),
                                  checkpoint_config=CheckpointConfig(num_to_keep=2)),
