@@ -63,15 +63,17 @@ def timed_pass(batches, sampler: TreeSampler | None) -> dict:
             rows_first = n
         rows += n
     t1 = time.monotonic()
-    by_proc = None
+    by_proc, new = None, []
     if sampler is not None:
-        by_proc = sampler.cpu_between(s0, sampler.sample()[0])
+        s1 = sampler.sample()[0]
+        by_proc = sampler.cpu_between(s0, s1)
         cpu = sum(by_proc.values())
+        new = sampler.new_processes(s0, s1)
     else:
         cpu = time.process_time() - c0
     return {"wall": t1 - t0, "first": (first or t1) - t0, "rows": rows,
             "rate": rows / (t1 - t0), "rate_after_first": (rows - rows_first) / max(t1 - first, 1e-9) if first else 0.0,
-            "cpu": cpu, "by_proc": by_proc}
+            "cpu": cpu, "by_proc": by_proc, "new_procs": len(new), "new_cpu": sum(c for _, _, c in new)}
 
 
 def pyarrow_batches(files, b: int, dim: int):
@@ -178,7 +180,9 @@ def main(argv=None) -> None:
         train_rates = [train_rate()]
 
         results = []
-        sampler = TreeSampler(memory=False)
+        # CPU of every process of the tree, sampled every 0.5 s in the background (so processes
+        # that start and exit within a pass are counted) and at the start and end of each pass.
+        sampler = TreeSampler(interval=0.5, memory=False).__enter__()
         # One untimed pass first: the first Ray Data execution in a fresh cluster also starts the
         # worker processes that run its tasks (reported, not part of the table).
         cold = timed_pass(ray_batches(ds, a.batch_sizes[0], None), sampler)
@@ -217,6 +221,7 @@ def main(argv=None) -> None:
                 results.append((b, name, passes))
                 print(f"done: B={b} {name}: {[round(q['rate']) for q in passes]}", file=sys.stderr, flush=True)
             train_rates.append(train_rate())
+        sampler.__exit__(None, None, None)
     finally:
         if not a.keep:
             shutil.rmtree(data_dir, ignore_errors=True)
@@ -249,7 +254,7 @@ def main(argv=None) -> None:
     print("rows/s: median over passes of rows delivered / pass wall (start-up included); after 1st batch: "
           "excluding the time to the first batch; 1st batch: per pass. CPU: for Ray readers the CPU of this "
           "process and all its Ray processes (driver, executor, read tasks, raylet, GCS, dashboard) during the "
-          "pass, sampled from /proc; for in-process readers this process's CPU time. `/ training rate`: "
+          "pass, sampled from /proc every 0.5 s by a background thread of this process; for in-process readers this process's CPU time. `/ training rate`: "
           "input rows/s (incl. start-up) over the Trainer.step samples/s above; for the Trainer.step-fed "
           "readers, their training rate over an in-memory Trainer.step run of the same length just before each "
           "pass (median of the per-pass ratios).  ")
@@ -262,6 +267,9 @@ def main(argv=None) -> None:
             q = passes[-1]
             print(f"\nCPU by process, last pass of B={b} \"{name}\" ({q['wall']:.2f} s, {q['rows']:,} rows): "
                   + ", ".join(f"`{k}` {v:.2f} s" for k, v in list(q["by_proc"].items())[:8] if v > 0.005) + ".  ")
+            print(f"Processes started during the passes of this reader: "
+                  f"{', '.join(str(x['new_procs']) for x in passes)} (CPU-s they used: "
+                  f"{', '.join(format(x['new_cpu'], '.2f') for x in passes)}).  ")
     print()
     print(f"Cold start (untimed warm-up pass, first Ray Data execution after `ray.init`, B={a.batch_sizes[0]}): "
           f"{cold['wall']:.2f} s for the pass, {cold['first']:.2f} s to the first batch.  ")

@@ -385,6 +385,8 @@ class TreeSampler:
         self.interval, self.memory = interval, memory
         self.samples: list[tuple] = []  # t, pss, rss, driver_rss, nproc, max_pss
         self.cpu: dict[int, list[tuple[float, float, str]]] = {}  # pid -> [(t, cpu seconds, title)]
+        self.group_samples: list[tuple[float, dict[str, int]]] = []  # t, PSS bytes per process group
+        self._lock = threading.RLock()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self.root = os.getpid()
@@ -441,20 +443,81 @@ class TreeSampler:
         return name[:60]
 
     def sample(self) -> tuple:
+        with self._lock:
+            return self._sample()
+
+    def _sample(self) -> tuple:
         t = time.monotonic()
         pss = rss = mx = 0
         pids = self._tree()
+        groups: dict[str, int] = {}
         for p, c in pids.items():
-            self.cpu.setdefault(p, []).append((t, c, self._title(p)))
+            title = self._title(p)
+            self.cpu.setdefault(p, []).append((t, c, title))
             if self.memory:
                 v = self._kb(f"/proc/{p}/smaps_rollup", ("Pss", "Rss"))
                 pss += v.get("Pss", 0)
                 rss += v.get("Rss", 0)
                 mx = max(mx, v.get("Pss", 0))
+                g = "driver" if p == self.root else self.group(title)
+                groups[g] = groups.get(g, 0) + v.get("Pss", 0) * 1024
+                st = self._kb(f"/proc/{p}/status", ("RssAnon", "RssShmem"))
+                groups[g + " anon"] = groups.get(g + " anon", 0) + st.get("RssAnon", 0) * 1024
+                groups[g + " shmem"] = groups.get(g + " shmem", 0) + st.get("RssShmem", 0) * 1024
         drv = self._kb("/proc/self/status", ("VmRSS",)).get("VmRSS", 0)
         s = (t, pss * 1024, rss * 1024, drv * 1024, len(pids), mx * 1024)
         self.samples.append(s)
+        if self.memory:
+            self.group_samples.append((t, groups))
         return s
+
+    GROUPS = ("driver", "Train worker", "Ray Data executor (SplitCoordinator)",
+              "Ray task workers (read/scan tasks, idle pool)", "raylet (incl. object store pages)", "GCS",
+              "dashboard + agents", "other Ray actors (Train controller, ...)", "other")
+
+    @staticmethod
+    def group(title: str) -> str:
+        if title.startswith("ray::RayTrainWorker"):
+            return "Train worker"
+        if title.startswith("ray::SplitCoordinator"):
+            return "Ray Data executor (SplitCoordinator)"
+        if title.startswith(("ray::IDLE", "ray::MapBatches", "ray::Read", "ray::task", "ray::_scan")) or \
+                "default_worker.py" in title or "setup_worker.py" in title:
+            return "Ray task workers (read/scan tasks, idle pool)"
+        if title.startswith("raylet"):
+            return "raylet (incl. object store pages)"
+        if title.startswith("gcs_server"):
+            return "GCS"
+        if "dashboard" in title.lower() or title.startswith(("ray::DashboardAgent", "ray::RuntimeEnvAgent")):
+            return "dashboard + agents"
+        if title.startswith("ray::"):
+            return "other Ray actors (Train controller, ...)"
+        return "other"
+
+    def new_processes(self, t0: float, t1: float) -> list[tuple[int, str, float]]:
+        """Processes of the tree first seen in (t0, t1]: (pid, last title, CPU seconds up to t1)."""
+        out = []
+        with self._lock:
+            items = list(self.cpu.items())
+        for p, series in items:
+            if t0 < series[0][0] <= t1:
+                upto = [x for x in series if x[0] <= t1]
+                titles = [x[2] for x in upto if x[2] not in ("ray::IDLE", "?")]
+                out.append((p, titles[-1] if titles else upto[-1][2], upto[-1][1]))
+        return out
+
+    def peak_by_group(self, t0: float, t1: float) -> dict[str, float]:
+        """Largest PSS (bytes) each process group reached in [t0, t1]; keys ``<group> anon`` and
+        ``<group> shmem``: largest RssAnon (private heap) and RssShmem (shared memory: the object
+        store's pages in /dev/shm) summed over the group."""
+        out: dict[str, float] = {}
+        with self._lock:
+            gs = list(self.group_samples)
+        for t, g in gs:
+            if t0 <= t <= t1:
+                for k, v in g.items():
+                    out[k] = max(out.get(k, 0.0), v)
+        return out
 
     def _run(self) -> None:
         while not self._stop.is_set():
@@ -470,7 +533,8 @@ class TreeSampler:
         self._thread.join()
 
     def peak(self, t0: float = -np.inf, t1: float = np.inf) -> dict:
-        sel = [s for s in self.samples if t0 <= s[0] <= t1]
+        with self._lock:
+            sel = [s for s in self.samples if t0 <= s[0] <= t1]
         if not sel:
             return {}
         arr = np.array(sel, dtype=np.float64)
@@ -484,7 +548,9 @@ class TreeSampler:
         sample (a Ray pool worker's title names the task it runs), or at the earlier one when the
         later one is ``ray::IDLE``."""
         out: dict[str, float] = {}
-        for p, series in self.cpu.items():
+        with self._lock:
+            items = [(p, list(series)) for p, series in self.cpu.items()]
+        for p, series in items:
             prev = None
             for t, c, title in series:
                 if t > t1:
@@ -667,6 +733,18 @@ def main(argv=None) -> None:
             if v > 0:
                 print(f"| `{name[:70]}` | {v:.2f} | {100 * v / max(tot, 1e-9):.1f}% |")
         print()
+        new = sampler.new_processes(w0, w1)
+        if new:
+            kinds: dict[str, list[float]] = {}
+            for _, title, c in new:
+                kinds.setdefault(title, []).append(c)
+            print(f"Worker churn: {len(new)} process(es) of the tree were started inside the steady window "
+                  f"({sum(c for _, _, c in new):.2f} CPU-s up to its end, included above): "
+                  + ", ".join(f"{len(v)} x `{k}` ({sum(v):.2f} CPU-s)" for k, v in kinds.items())
+                  + ". A Ray pool worker that idles past Ray's idle-worker timeout while the pool is above "
+                    "its soft limit is killed, and the next read task pays for a new Python process.\n")
+        else:
+            print("Worker churn: no process of the tree was started inside the steady window.\n")
 
     print("### Start-up and totals (Ray path)\n")
     print("| phase | s |")

@@ -21,8 +21,9 @@ Measured per size, in one process (so each size sees the same warm private Ray):
   its exact high-water mark ``VmHWM``, reset before each size via ``/proc/self/clear_refs``). The
   idle tree before each size is reported too; the growth over it is what the run added.
 
-From the third size on, each size's time is projected from the sizes before it (linear fit of
-generation + run time on rows); a size projected above ``--max-size-s`` is replaced by the
+From the third size on, each size's time is projected from the largest size measured before it
+(generation and training steps scaled with rows, test scoring with the capped test rows, the rest
+fixed); a size projected above ``--max-size-s`` is replaced by the
 largest of ``--fallback`` that fits, and the output says so.
 
     .venv/bin/python benchmarks/scaling_rows.py                          # ~10 min
@@ -66,14 +67,17 @@ def hwm() -> int:
     return 0
 
 
-def project(done: list[dict], rows: int) -> float | None:
-    """Seconds for generation + run at ``rows`` from a linear fit over the measured sizes."""
-    if len(done) < 2:  # one size says nothing about the split between fixed and per-row costs
+def project(done: list[dict], rows: int, max_test_rows: int = 500_000) -> float | None:
+    """Seconds for generation + run at ``rows``, from the largest size measured: its generation
+    and training steps scale with rows, its test scoring with the test rows (20%, capped at
+    ``--max-test-rows``), and the rest (scan, start-up, teardown) is taken as fixed."""
+    if len(done) < 2:  # the smallest size is all start-up: measure one more before projecting
         return None
-    xs = np.array([d["rows"] for d in done], float)
-    ys = np.array([d["gen_s"] + d["total_s"] for d in done], float)
-    slope, icpt = np.polyfit(xs, ys, 1)
-    return float(max(icpt, 0.0) + max(slope, 0.0) * rows)
+    d = max(done, key=lambda r: r["rows"])
+    k = rows / d["rows"]
+    fixed = d["total_s"] - d["train_s"] - d["after_s"]
+    after = d["after_s"] * min(0.2 * rows, max_test_rows) / max(d["n_test"], 1)
+    return float(fixed + (d["train_s"] + d["gen_s"]) * k + after)
 
 
 def main(argv=None) -> None:
@@ -111,8 +115,8 @@ def main(argv=None) -> None:
             biggest = max(d["rows"] for d in done)
             alt = next((int(f) for f in sorted(a.fallback, reverse=True)
                         if biggest < f < rows and project(done, int(f)) <= a.max_size_s), None)
-            notes.append(f"{rows:.0e} rows projected at {proj:.0f} s (generation + run; linear fit over the sizes "
-                         f"measured) > {a.max_size_s:.0f} s; "
+            notes.append(f"{rows:.0e} rows projected at {proj:.0f} s (generation + run, scaled from the largest "
+                         f"size measured) > {a.max_size_s:.0f} s; "
                          + (f"measured {alt:.0e} rows instead (projected {project(done, alt):.0f} s)"
                             if alt else "skipped"))
             print(notes[-1], file=sys.stderr, flush=True)
@@ -146,7 +150,9 @@ def main(argv=None) -> None:
              "startup_s": br["fit_to_first_step_s"], "teardown_s": br["last_step_to_fit_return_s"],
              "train_s": br["fit_wall_s"] - br["fit_to_first_step_s"] - br["last_step_to_fit_return_s"],
              "steady": br.get("steady_rate"), "after_s": d["end"] - d["fit1"], "total_s": d["end"] - d["start"],
-             "idle": idle, "phases": phases, "drv_hwm": drv_hwm, "n_test": rec["n_test"]}
+             "idle": idle, "phases": phases, "drv_hwm": drv_hwm, "n_test": rec["n_test"],
+             "groups": {"idle": s.peak_by_group(-np.inf, t_idle), "scan": s.peak_by_group(d["start"], d["fit0"]),
+                        "fit": s.peak_by_group(d["fit0"], d["fit1"]), "after": s.peak_by_group(d["fit1"], d["end"])}}
         done.append(r)
         print(f"done {rows:.0e}: total {r['total_s']:.0f} s, gen {gen_s:.0f} s, peak PSS "
               f"{phases['all'].get('pss', 0) / GB:.2f} GB", file=sys.stderr, flush=True)
@@ -173,8 +179,8 @@ def main(argv=None) -> None:
 
     print("### Peak memory (GiB)\n")
     print("| rows | idle tree PSS before | tree PSS peak: scan | fit | after fit | tree PSS growth over idle | "
-          "tree RSS peak (double-counts shared) | largest process PSS | processes | driver RSS peak: scan / fit / "
-          "after | driver VmHWM |")
+          "tree RSS peak (double-counts shared) | largest process PSS | processes | driver RSS: idle before / peak "
+          "in scan / fit / after | driver VmHWM |")
     print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|")
     for r in done:
         ph, idle = r["phases"], r["idle"]
@@ -182,8 +188,28 @@ def main(argv=None) -> None:
         print(f"| {r['rows']:,} | {idle.get('pss', float('nan')) / GB:.2f} | {g('scan'):.2f} | {g('fit'):.2f} | "
               f"{g('after'):.2f} | {(ph['all'].get('pss', 0) - idle.get('pss', 0)) / GB:+.2f} | {g('all', 'rss'):.2f} | "
               f"{g('all', 'max_proc_pss'):.2f} | {ph['all'].get('nproc', 0)} | "
+              f"{idle.get('driver_rss', float('nan')) / GB:.2f} / "
               f"{g('scan', 'driver_rss'):.2f} / {g('fit', 'driver_rss'):.2f} / {g('after', 'driver_rss'):.2f} | "
               f"{r['drv_hwm'] / GB if reset_ok else float('nan'):.2f} |")
+    print()
+    print("### Peak PSS by process group (GiB): idle before the size -> peak during scan / fit / after fit\n")
+    groups = [gname for gname in TreeSampler.GROUPS if any(gname in r["groups"]["fit"] for r in done)]
+    print("| rows | " + " | ".join(groups) + " |")
+    print("|---:|" + "---|" * len(groups))
+    for r in done:
+        gg = r["groups"]
+        cells = [f"{gg['idle'].get(k, 0) / GB:.2f} -> {gg['scan'].get(k, 0) / GB:.2f} / {gg['fit'].get(k, 0) / GB:.2f} / "
+                 f"{gg['after'].get(k, 0) / GB:.2f}" for k in groups]
+        print(f"| {r['rows']:,} | " + " | ".join(cells) + " |")
+    print()
+    print("### Private heap vs shared memory during fit (GiB): peak RssAnon / peak RssShmem summed over the group\n")
+    print("RssShmem is mostly Ray object store pages (/dev/shm) the processes touched; RssAnon is their own heap.\n")
+    print("| rows | " + " | ".join(groups) + " |")
+    print("|---:|" + "---|" * len(groups))
+    for r in done:
+        f = r["groups"]["fit"]
+        print(f"| {r['rows']:,} | " + " | ".join(f"{f.get(k + ' anon', 0) / GB:.2f} / {f.get(k + ' shmem', 0) / GB:.2f}"
+                                             for k in groups) + " |")
     print()
     for n in notes:
         print(f"- note: {n}  ")

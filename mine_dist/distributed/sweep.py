@@ -40,7 +40,7 @@ def run_sweep(args, configs: list[EstimatorConfig], info, sweep_dir: str) -> dic
 
     from mine_dist import normalize
     from mine_dist.distributed.data import collect_split, scan, split_dataset
-    from mine_dist.distributed.runtime import ensure_ray
+    from mine_dist.distributed.runtime import ensure_ray, release_orphan_placement_groups
     from mine_dist.distributed.train import _mask
 
     ensure_ray()
@@ -75,7 +75,10 @@ def run_sweep(args, configs: list[EstimatorConfig], info, sweep_dir: str) -> dic
     eval_every = min(c.eval_every for c in configs)
 
     def trial_fn(tconf: dict) -> None:
+        from mine_dist.distributed.runtime import release_orphan_placement_groups
+
         i = int(tconf["trial"])
+        release_orphan_placement_groups()  # earlier trials' worker groups (see its docstring)
         TorchTrainer(
             worker_loop,
             train_loop_config={**common, "config": cfg_dicts[i]},
@@ -105,6 +108,7 @@ def run_sweep(args, configs: list[EstimatorConfig], info, sweep_dir: str) -> dic
             run_config=tune.RunConfig(storage_path=path, storage_filesystem=fs, name="tune", verbose=0),
         )
     grid = tuner.fit()
+    release_orphan_placement_groups()
     wall = time.perf_counter() - t0
     rows, curves = [], {}
     for res in grid:
