@@ -8,7 +8,6 @@ parameter agree to 1e-9.
 """
 
 import math
-import os
 
 import pytest
 import torch

@@ -20,8 +20,8 @@ import time
 import torch
 
 from mine_dist import split, storage
-from mine_dist.estimator import EstimatorConfig, finish_estimate, score_rows
-from mine_dist.distributed.train import CHECKPOINT_FILE, auto_cpus_per_worker, worker_loop
+from mine_dist.estimator import EstimatorConfig
+from mine_dist.distributed.train import CHECKPOINT_FILE, auto_cpus_per_worker, estimate_on_test, worker_loop
 
 
 def _trial_name(i: int) -> str:
@@ -39,7 +39,7 @@ def run_sweep(args, configs: list[EstimatorConfig], info, sweep_dir: str) -> dic
     from ray.tune.schedulers import ASHAScheduler
 
     from mine_dist import normalize
-    from mine_dist.distributed.data import collect_split, scan, split_dataset
+    from mine_dist.distributed.data import scan, split_dataset
     from mine_dist.distributed.runtime import ensure_ray, release_orphan_placement_groups
     from mine_dist.distributed.train import _mask
 
@@ -131,18 +131,7 @@ def run_sweep(args, configs: list[EstimatorConfig], info, sweep_dir: str) -> dic
     win = max(ok, key=lambda r: r["best_val_nats"])
     state = _latest_checkpoint_state(storage.join(sweep_dir, _trial_name(win["trial"])))
     storage.write_bytes_atomic(storage.join(sweep_dir, "best_checkpoint", CHECKPOINT_FILE), _torch_bytes(state))
-    wcfg = configs[win["trial"]]
-    from mine_dist.critics import build_critic
-
-    critic = build_critic(info.x.dim, info.z.dim, wcfg.critic)
-    critic.load_state_dict(state["best_state"] or state["critic"])
-    critic.eval()
-    test_x, test_z = collect_split(info, split.TEST, *fractions, drop, nx, nz, args.max_test_rows,
-                                     seed=base.seed, max_dataset_rows=args.max_rows)
-    tj, tm = score_rows(critic, torch.from_numpy(test_x), torch.from_numpy(test_z), wcfg, seed=wcfg.seed + 11)
-    est = finish_estimate(wcfg, tj, tm, n_train=sc.counts[split.TRAIN], n_val=sc.counts[split.VAL],
-                          steps=state["step"], best_step=state["best_step"], stopped_early=state["step"] < wcfg.steps,
-                          wall=wall, curves=state["curves"], normalization={"x": nx.to_dict(), "z": nz.to_dict()})
+    est = estimate_on_test(info, configs[win["trial"]], state, nx, nz, sc, args, wall)
     _write_trials(sweep_dir, rows, curves, win["trial"])
     out = est.to_dict()
     out.update({"validation_bound_nats": win["best_val_nats"], "winner_trial": win["trial"],

@@ -111,12 +111,11 @@ def auto_cpus_per_worker(workers: int, use_gpu: bool) -> float:
 
 def run_distributed(args, cfg: EstimatorConfig, info, run_dir: str) -> dict:
     """Fit on Ray Train with ``args.workers`` workers; returns the result dict of an estimate."""
-    import ray
     from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
     from mine_dist import normalize
-    from mine_dist.distributed.data import collect_split, scan, split_dataset
+    from mine_dist.distributed.data import scan, split_dataset
     from mine_dist.distributed.runtime import ensure_ray
 
     ensure_ray()
@@ -166,18 +165,7 @@ def run_distributed(args, cfg: EstimatorConfig, info, run_dir: str) -> dict:
     wall = time.perf_counter() - t0
     with result.checkpoint.as_directory() as d:
         state = torch.load(os.path.join(d, CHECKPOINT_FILE), weights_only=True, map_location="cpu")
-    # Score the test split on the driver with the validation-selected critic.
-    from mine_dist.critics import build_critic
-
-    critic = build_critic(info.x.dim, info.z.dim, cfg.critic)
-    critic.load_state_dict(state["best_state"] or state["critic"])
-    critic.eval()
-    test_x, test_z = collect_split(info, split.TEST, *fractions, drop, nx, nz, args.max_test_rows,
-                                     seed=cfg.seed, max_dataset_rows=args.max_rows)
-    tj, tm = score_rows(critic, torch.from_numpy(test_x), torch.from_numpy(test_z), cfg, seed=cfg.seed + 11)
-    est = finish_estimate(cfg, tj, tm, n_train=counts[split.TRAIN], n_val=counts[split.VAL], steps=state["step"],
-                          best_step=state["best_step"], stopped_early=state["step"] < cfg.steps, wall=wall,
-                          curves=state["curves"], normalization={"x": nx.to_dict(), "z": nz.to_dict()})
+    est = estimate_on_test(info, cfg, state, nx, nz, sc, args, wall)
     out = est.to_dict()
     out["n_test_rows_in_split"] = counts[split.TEST]
     out["dropped_nonfinite"] = sc.dropped
@@ -185,6 +173,22 @@ def run_distributed(args, cfg: EstimatorConfig, info, run_dir: str) -> dict:
     out["checkpoints"] = storage.describe(storage.join(run_dir, "checkpoints"))
     out["nodes"] = len((result.return_value or {}).get("nodes", [])) or None
     return out
+
+
+def estimate_on_test(info, cfg: EstimatorConfig, state: dict, nx, nz, sc, args, wall: float):
+    """Score the test split on the driver with the checkpoint's validation-selected critic."""
+    from mine_dist.critics import build_critic
+    from mine_dist.distributed.data import collect_split
+
+    critic = build_critic(info.x.dim, info.z.dim, cfg.critic)
+    critic.load_state_dict(state["best_state"] or state["critic"])
+    critic.eval()
+    test_x, test_z = collect_split(info, split.TEST, cfg.val_fraction, cfg.test_fraction, args.drop_nonfinite, nx, nz,
+                                   args.max_test_rows, seed=cfg.seed, max_dataset_rows=args.max_rows)
+    tj, tm = score_rows(critic, torch.from_numpy(test_x), torch.from_numpy(test_z), cfg, seed=cfg.seed + 11)
+    return finish_estimate(cfg, tj, tm, n_train=sc.counts[split.TRAIN], n_val=sc.counts[split.VAL],
+                           steps=state["step"], best_step=state["best_step"], stopped_early=state["step"] < cfg.steps,
+                           wall=wall, curves=state["curves"], normalization={"x": nx.to_dict(), "z": nz.to_dict()})
 
 
 def _mask(cs):
