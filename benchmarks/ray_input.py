@@ -37,17 +37,17 @@ from __future__ import annotations
 
 import argparse
 import os
-import warnings
 import shutil
 import statistics
 import sys
 import time
+import warnings
 
 import numpy as np
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from ray_train_throughput import TreeSampler, header, make_dataset, start_ray  # noqa: E402
+from ray_train_throughput import TreeSampler, header, make_dataset, start_ray
 
 
 def timed_pass(batches, sampler: TreeSampler | None) -> dict:
@@ -134,8 +134,8 @@ def main(argv=None) -> None:
     warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
 
     header("Input throughput: raw pyarrow vs the pipeline's Ray Dataset",
-           [f"data: gaussian dim {a.dim} rho 0.5, {a.rows:,} rows in {a.shards} Parquet shards (row groups of "
-            f"65,536) under /tmp; {a.passes} passes per reader and batch size; torch.set_num_threads(1)"])
+           [(f"data: gaussian dim {a.dim} rho 0.5, {a.rows:,} rows in {a.shards} Parquet shards (row groups of "
+             f"65,536) under /tmp; {a.passes} passes per reader and batch size; torch.set_num_threads(1)")])
 
     from ray.data import DataContext, ExecutionResources
 
@@ -190,19 +190,24 @@ def main(argv=None) -> None:
         time.sleep(3.0)
         idle_cores = sum(sampler.cpu_between(s0, sampler.sample()[0]).values()) / 3.0
         for b in a.batch_sizes:
+            split_get = lazy_split(ds)
             readers = [
-                ("pyarrow iter_batches -> numpy -> torch (all rows)", lambda: pyarrow_batches(info.files, b, a.dim), False),
-                ("library read_unit + normalize, no Ray (train rows)", lambda: library_batches(info, nx, nz, b), False),
-                ("Ray Dataset iter_torch_batches, Ray Data on 2 CPUs", lambda: ray_batches(ds, b, None), True),
-                (f"Ray as in training: streaming_split(1), shuffle buffer {max(4 * b, 16384)}, Ray Data on {data_cpus:g} CPU",
-                 lambda get=lazy_split(ds): ray_batches(get(), b, max(4 * b, 16384)), True),
+                ("pyarrow iter_batches -> numpy -> torch (all rows)",
+                 lambda b=b: pyarrow_batches(info.files, b, a.dim), False),
+                ("library read_unit + normalize, no Ray (train rows)",
+                 lambda b=b: library_batches(info, nx, nz, b), False),
+                ("Ray Dataset iter_torch_batches, Ray Data on 2 CPUs", lambda b=b: ray_batches(ds, b, None), True),
+                ((f"Ray as in training: streaming_split(1), shuffle buffer {max(4 * b, 16384)}, "
+                  f"Ray Data on {data_cpus:g} CPU"),
+                 lambda b=b, get=split_get: ray_batches(get(), b, max(4 * b, 16384)), True),
             ]
             if b == a.train_batch:
                 for pf in (1, 0):
+                    fed_get = lazy_split(ds)
                     readers.append((
                         f"Trainer.step on each batch, fed as in training, prefetch_batches={pf}"
                         + (" (the default, as worker_loop)" if pf == 1 else "") + f", Ray Data on {data_cpus:g} CPU",
-                        lambda pf=pf, get=lazy_split(ds): ray_batches(
+                        lambda b=b, pf=pf, get=fed_get: ray_batches(
                             get(), b, max(4 * b, 16384), step=tr.step, prefetch_batches=pf), True))
             for name, make, is_ray in readers:
                 if f"Ray Data on {data_cpus:g} CPU" in name:

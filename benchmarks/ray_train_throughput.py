@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import itertools
 import json
 import os
 import platform
@@ -75,10 +76,10 @@ def header(title: str, notes: list[str] = ()) -> None:
     except ImportError:  # pragma: no cover
         ray_v = "not installed"
     try:
-        rev = subprocess.run(["git", "-C", REPO, "rev-parse", "--short", "HEAD"], capture_output=True,
+        rev = subprocess.run(["git", "-C", REPO, "rev-parse", "--short", "HEAD"], capture_output=True, check=False,
                              text=True, timeout=10).stdout.strip()
         dirty = subprocess.run(["git", "-C", REPO, "status", "--porcelain", "--untracked-files=no"],
-                               capture_output=True, text=True, timeout=10).stdout.strip()
+                               capture_output=True, text=True, timeout=10, check=False).stdout.strip()
         rev += " (+ uncommitted changes in tracked files)" if dirty else ""
     except Exception:  # noqa: BLE001
         rev = "?"
@@ -320,7 +321,7 @@ def worker_breakdown(w: dict, drv: dict, batch: int) -> dict:
         out["window_steps"], out["window_s"] = n, win
         out["steady_rate"] = batch * n / win
         iv = [batch * (r2["metrics"]["step"] - r1["metrics"]["step"]) / (r2["t1"] - r1["t1"])
-              for r1, r2 in zip(reps, reps[1:])]
+              for r1, r2 in itertools.pairwise(reps)]
         out["interval_rates"] = iv
 
         def inside(arr):
@@ -335,7 +336,7 @@ def worker_breakdown(w: dict, drv: dict, batch: int) -> dict:
         is_first = np.array([round(x, 6) in first_fetches for x in f[:, 1]], bool) if len(f) else np.zeros(0, bool)
         c = inside(w["checks"])
         r = inside([(x["t0"], x["t1"]) for x in reps[1:]])
-        dur = lambda arr: float((arr[:, 1] - arr[:, 0]).sum())  # noqa: E731
+        dur = lambda arr: float((arr[:, 1] - arr[:, 0]).sum())
         parts = {
             "training steps (Trainer.step)": dur(s),
             "batch fetch, within an epoch": dur(f[~is_first]),
@@ -622,11 +623,12 @@ def main(argv=None) -> None:
     from mine_dist.estimator import EstimatorConfig, Trainer
 
     header("Ray Train vs in-process training throughput",
-           [f"data: gaussian dim {a.dim} rho 0.5, {a.rows:,} rows in {a.shards} Parquet shards (row groups of 65,536) "
-            f"under /tmp; critic joint MLP width {a.width} depth {a.depth}, batch {a.batch_size}, bound mine, "
-            f"torch.set_num_threads(1) in the driver",
-            f"Ray: `mine-dist estimate --workers 1 --steps {a.steps} --eval-every {a.eval_every} --patience 0` "
-            f"(library defaults otherwise: shuffle auto, shuffle buffer max(4B, 16384), CPUs per worker from `auto_cpus_per_worker`)"])
+           [(f"data: gaussian dim {a.dim} rho 0.5, {a.rows:,} rows in {a.shards} Parquet shards (row groups of "
+             f"65,536) under /tmp; critic joint MLP width {a.width} depth {a.depth}, batch {a.batch_size}, bound mine, "
+             f"torch.set_num_threads(1) in the driver"),
+            (f"Ray: `mine-dist estimate --workers 1 --steps {a.steps} --eval-every {a.eval_every} --patience 0` "
+             f"(library defaults otherwise: shuffle auto, shuffle buffer max(4B, 16384), CPUs per worker from "
+             f"`auto_cpus_per_worker`)")])
 
     cfg = EstimatorConfig(batch_size=a.batch_size, critic=CriticConfig(width=a.width, depth=a.depth))
     trainer = Trainer(cfg, a.dim, a.dim, torch.device("cpu"))
@@ -659,7 +661,7 @@ def main(argv=None) -> None:
     br = worker_breakdown(res["worker"], res["driver"], B)
     plain_r = statistics.median(r[0] for r in rounds)
     lib_r = statistics.median(r[1] for r in rounds)
-    rng = lambda i: f"{min(r[i] for r in rounds):,.0f}-{max(r[i] for r in rounds):,.0f}"  # noqa: E731
+    rng = lambda i: f"{min(r[i] for r in rounds):,.0f}-{max(r[i] for r in rounds):,.0f}"
     chk_r = statistics.median(r[2] for r in rounds)
     plain_cpu = statistics.median(r[3] for r in rounds)
     lib_cpu = statistics.median(r[4] for r in rounds)

@@ -44,8 +44,14 @@ import numpy as np
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from ray_train_throughput import (  # noqa: E402
-    TreeSampler, header, make_dataset, run_ray_estimate, start_ray, worker_breakdown)
+from ray_train_throughput import (
+    TreeSampler,
+    header,
+    make_dataset,
+    run_ray_estimate,
+    start_ray,
+    worker_breakdown,
+)
 
 GB = 1024**3
 
@@ -99,10 +105,10 @@ def main(argv=None) -> None:
     sizes = [int(r) for r in a.rows]
 
     header("Ray path: time and peak memory vs rows streamed",
-           [f"data: gaussian dim 16 rho 0.5, {a.rows_per_shard:,} rows per Parquet shard (row groups of 65,536) "
-            f"under /tmp, deleted after each size; `mine-dist estimate --workers 1 --patience 0 --width {a.width} "
-            f"--depth {a.depth} --batch-size {a.batch_size} --eval-every {a.eval_every}` with steps = "
-            f"{a.passes:g} pass(es) over the train split; library defaults otherwise"])
+           [(f"data: gaussian dim 16 rho 0.5, {a.rows_per_shard:,} rows per Parquet shard (row groups of 65,536) "
+             f"under /tmp, deleted after each size; `mine-dist estimate --workers 1 --patience 0 --width {a.width} "
+             f"--depth {a.depth} --batch-size {a.batch_size} --eval-every {a.eval_every}` with steps = "
+             f"{a.passes:g} pass(es) over the train split; library defaults otherwise")])
 
     t_ray = start_ray()
     reset_ok = reset_hwm()
@@ -153,6 +159,11 @@ def main(argv=None) -> None:
              "idle": idle, "phases": phases, "drv_hwm": drv_hwm, "n_test": rec["n_test"],
              "groups": {"idle": s.peak_by_group(-np.inf, t_idle), "scan": s.peak_by_group(d["start"], d["fit0"]),
                         "fit": s.peak_by_group(d["fit0"], d["fit1"]), "after": s.peak_by_group(d["fit1"], d["end"])}}
+        if br["n_steps"] < steps:  # the worker was restarted from a checkpoint (Ray Train FailureConfig)
+            notes.append(f"{rows:.0e} rows: the Train worker ran only the last {br['n_steps']:,} of {steps:,} steps: it "
+                         f"was restarted from a checkpoint after a worker failure, so this size's fit time includes "
+                         f"the lost attempt and its start-up / steps columns describe the restarted worker only")
+            print(notes[-1], file=sys.stderr, flush=True)
         done.append(r)
         print(f"done {rows:.0e}: total {r['total_s']:.0f} s, gen {gen_s:.0f} s, peak PSS "
               f"{phases['all'].get('pss', 0) / GB:.2f} GB", file=sys.stderr, flush=True)
@@ -184,7 +195,7 @@ def main(argv=None) -> None:
     print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|")
     for r in done:
         ph, idle = r["phases"], r["idle"]
-        g = lambda k, key="pss": ph[k].get(key, float("nan")) / GB  # noqa: E731
+        g = lambda k, key="pss", ph=ph: ph[k].get(key, float("nan")) / GB
         print(f"| {r['rows']:,} | {idle.get('pss', float('nan')) / GB:.2f} | {g('scan'):.2f} | {g('fit'):.2f} | "
               f"{g('after'):.2f} | {(ph['all'].get('pss', 0) - idle.get('pss', 0)) / GB:+.2f} | {g('all', 'rss'):.2f} | "
               f"{g('all', 'max_proc_pss'):.2f} | {ph['all'].get('nproc', 0)} | "
