@@ -67,23 +67,14 @@ def _train_fn(conf):
     import ray.train
     from ray.train.torch import prepare_model
 
-    from mine_dist.ema import EMAState
-    from mine_dist.estimator import train_step
     from mine_dist.sync import collective_for_current_process
-    from tests.test_sync_equivalence import B, _cfg, _critic, _data, _perms
+    from tests.test_sync_equivalence import _cfg, _critic, run_rank_steps
 
     rank = ray.train.get_context().get_world_rank()
-    cfg = _cfg(conf["bound"])
-    critic = prepare_model(_critic(cfg))
-    opt = torch.optim.Adam(critic.parameters(), lr=cfg.lr)
-    ema, coll, values = EMAState(), collective_for_current_process(), []
-    for (x, z), perms in zip(_data(), _perms()):
-        sl = slice(rank * B, (rank + 1) * B)
-        o = train_step(critic, opt, ema, x[sl], z[sl], cfg, torch.Generator(), coll, marg_index=perms[rank])
-        ema = o.ema
-        values.append(o.bound)
-    return {"params": [p.detach().numpy().tolist() for p in critic.module.parameters()], "ema": list(ema),
-            "values": values, "world": coll.world_size}
+    coll = collective_for_current_process()
+    out = run_rank_steps(prepare_model(_critic(_cfg(conf["bound"]))), coll, rank, conf["bound"])
+    return {"params": [p.numpy().tolist() for p in out["params"]], "ema": list(out["ema"]), "values": out["values"],
+            "world": coll.world_size}
 
 
 def test_ray_train_two_workers_equal_single_process(ray_session):

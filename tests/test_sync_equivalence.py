@@ -42,22 +42,27 @@ def _critic(cfg):
     return build_critic(DX, DZ, cfg.critic).double()
 
 
+def run_rank_steps(critic, collective, rank: int, bound: str) -> dict:
+    """Rank ``rank``'s share of the STEPS steps (its B rows, its own derangement); shared by the
+    gloo processes here and the Ray Train workers in test_ray_pipeline.py."""
+    cfg = _cfg(bound)
+    opt = torch.optim.Adam(critic.parameters(), lr=cfg.lr)
+    ema, values = EMAState(), []
+    for (x, z), perms in zip(_data(), _perms()):
+        sl = slice(rank * B, (rank + 1) * B)
+        o = train_step(critic, opt, ema, x[sl], z[sl], cfg, torch.Generator(), collective, marg_index=perms[rank])
+        ema = o.ema
+        values.append(o.bound)
+    return {"params": [p.detach() for p in critic.module.parameters()], "ema": tuple(ema), "values": values}
+
+
 def _rank_main(rank, init_file, bound, out):
     from mine_dist.sync import TorchDistributed
 
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=WORLD)
-    cfg = _cfg(bound)
-    critic = DistributedDataParallel(_critic(cfg))
-    opt = torch.optim.Adam(critic.parameters(), lr=cfg.lr)
-    ema, coll, values = EMAState(), TorchDistributed(), []
-    for (x, z), perms in zip(_data(), _perms()):
-        sl = slice(rank * B, (rank + 1) * B)
-        o = train_step(critic, opt, ema, x[sl], z[sl], cfg, torch.Generator(), coll, marg_index=perms[rank])
-        ema = o.ema
-        values.append(o.bound)
-    torch.save({"params": [p.detach() for p in critic.module.parameters()], "ema": tuple(ema), "values": values},
-               f"{out}.{rank}")
+    critic = DistributedDataParallel(_critic(_cfg(bound)))
+    torch.save(run_rank_steps(critic, TorchDistributed(), rank, bound), f"{out}.{rank}")
     dist.destroy_process_group()
 
 
