@@ -117,8 +117,10 @@ def run_sweep(args, configs: list[EstimatorConfig], info, sweep_dir: str) -> dic
         hist = [] if df is None or "val" not in df else df[["step", "val"]].dropna().to_dict("records")
         curves[i] = hist
         m = res.metrics or {}
-        status = "error" if res.error else ("completed" if m.get("final") else "stopped early (ASHA)")
         c = cfg_dicts[i]
+        # A trial that reached its step budget is complete even when ASHA's max_t ended it first.
+        done = m.get("final") or int(m.get("step", 0) or 0) >= c["steps"]
+        status = "error" if res.error else ("completed" if done else "stopped early (ASHA)")
         rows.append({"trial": i, "status": status, "best_val_nats": float(m.get("best_val", math.nan)),
                      "last_step": int(m.get("step", 0) or 0), "error": str(res.error).splitlines()[0] if res.error else None,
                      "bound": c["bound"], "critic": c["critic"]["kind"], "depth": c["critic"]["depth"],
