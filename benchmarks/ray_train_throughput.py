@@ -245,7 +245,7 @@ def run_ray_estimate(data_dir: str, out_dir: str, cli_args: list[str], instrumen
 
     rec_path = os.path.join(out_dir, "worker_timings.json")
     drv: dict = {}
-    orig_scan, orig_take = D.scan, D.take_arrays
+    orig_scan, orig_collect = D.scan, D.collect_split
     orig_fit = rtt.TorchTrainer.fit
 
     def scan(*a, **k):
@@ -255,9 +255,9 @@ def run_ray_estimate(data_dir: str, out_dir: str, cli_args: list[str], instrumen
         finally:
             drv["scan1"] = time.monotonic()
 
-    def take_arrays(*a, **k):
+    def collect_split(*a, **k):
         drv.setdefault("test0", time.monotonic())
-        return orig_take(*a, **k)
+        return orig_collect(*a, **k)
 
     def fit(self, *a, **k):
         drv["fit0"] = time.monotonic()
@@ -270,7 +270,7 @@ def run_ray_estimate(data_dir: str, out_dir: str, cli_args: list[str], instrumen
                                           "--no-progress", *cli_args])
     with contextlib.ExitStack() as st:
         st.enter_context(_patched(D, "scan", scan))
-        st.enter_context(_patched(D, "take_arrays", take_arrays))
+        st.enter_context(_patched(D, "collect_split", collect_split))
         st.enter_context(_patched(rtt.TorchTrainer, "fit", fit))
         if instrument:
             st.enter_context(_patched(T, "worker_loop", make_instrumented_worker_loop(rec_path)))

@@ -25,7 +25,6 @@ slot are skipped, so a run killed half-way finishes the rest when re-run.
 from __future__ import annotations
 
 import datetime as dt
-import json
 import math
 import os
 import re
@@ -167,11 +166,12 @@ def estimator_config(check: Check):
 
     where = f"check {check.name!r}"
     if check.config:
+        from mine_dist.runs import read_config_file
+
         try:
-            loaded = json.loads(storage.read_bytes(check.config))
-        except (storage.StorageError, json.JSONDecodeError) as e:
-            raise SpecError(f"{where}.config: cannot read {check.config}: {e}") from None
-        d = dict(loaded.get("config", loaded))
+            d = read_config_file(check.config)
+        except ValueError as e:
+            raise SpecError(f"{where}.config: {e}") from None
     else:
         d = dict(check.estimator)
     try:

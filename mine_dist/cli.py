@@ -94,10 +94,9 @@ def config_from_args(args: argparse.Namespace) -> EstimatorConfig:
     base: dict = {}
     if args.config:
         try:
-            loaded = json.loads(storage.read_bytes(args.config))
-        except (storage.StorageError, json.JSONDecodeError) as e:
-            raise ValueError(f"--config {args.config}: {e}") from None
-        base = dict(loaded.get("config", loaded))
+            base = runs.read_config_file(args.config)
+        except ValueError as e:
+            raise ValueError(f"--config: {e}") from None
     critic = dict(base.pop("critic", {}) or {})
     for flag in _EST_FLAGS:
         v = getattr(args, flag, None)

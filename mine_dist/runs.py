@@ -43,6 +43,19 @@ def versions() -> dict:
     return v
 
 
+def read_config_file(uri: str) -> dict:
+    """Estimator settings from a JSON file: a bare config, or a record / best.json (its ``config``).
+
+    Raises:
+        ValueError: unreadable or not JSON, with the URI named.
+    """
+    try:
+        loaded = json.loads(storage.read_bytes(uri))
+    except (storage.StorageError, json.JSONDecodeError) as e:
+        raise ValueError(f"cannot read config {storage.describe(uri)}: {e}") from None
+    return dict(loaded.get("config", loaded))
+
+
 def read_ground_truth(data_uri: str) -> dict | None:
     """``ground_truth.json`` beside a generated dataset, if there is one."""
     base = data_uri.rstrip("/")

@@ -110,8 +110,6 @@ def config_from_draw(base: EstimatorConfig, draw: dict) -> EstimatorConfig:
             critic[CRITIC_KEYS[k]] = v
         else:
             d[k] = v
-    if d.get("bound") == "infonce" and critic.get("kind") == "joint" and "critic" in draw:
-        pass  # allowed, but costs B^2 evaluations per step; the record says which critic was used
     d["critic"] = CriticConfig(**critic)
     return EstimatorConfig.from_dict(d)
 

@@ -20,6 +20,16 @@ def gaussian_pair(n: int, d: int, rho: float, seed: int = 0):
     return x, z
 
 
+def make_gaussian_dataset(tmp_path_factory, name: str, rows: int, shards: int, dim: int = 3, rho: float = 0.7):
+    """A sharded Gaussian dataset with ground_truth.json, written through the CLI (module fixtures)."""
+    from mine_dist.cli import main
+
+    out = tmp_path_factory.mktemp(name) / "g"
+    assert main(["make-data", "gaussian", "--dim", str(dim), "--rho", str(rho), "--rows", str(rows),
+                 "--shards", str(shards), "--output", str(out)]) == 0
+    return out
+
+
 @pytest.fixture
 def rng():
     return np.random.default_rng(0)

@@ -10,6 +10,8 @@ import time
 
 import pytest
 
+from tests.conftest import make_gaussian_dataset
+
 pytestmark = [pytest.mark.slow, pytest.mark.ray]
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -19,12 +21,7 @@ ARGS = ["--steps", "400", "--batch-size", "256", "--eval-every", "100", "--boots
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
-    from mine_dist.cli import main
-
-    out = tmp_path_factory.mktemp("faultdata") / "g"
-    assert main(["make-data", "gaussian", "--dim", "3", "--rho", "0.7", "--rows", "16000", "--shards", "4",
-                 "--output", str(out)]) == 0
-    return out
+    return make_gaussian_dataset(tmp_path_factory, "faultdata", rows=16000, shards=4)
 
 
 def _wait_for_checkpoint(run_dir, timeout=300):

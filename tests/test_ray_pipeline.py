@@ -5,6 +5,8 @@ import math
 import os
 
 import pytest
+
+from tests.conftest import make_gaussian_dataset
 import torch
 
 pytestmark = [pytest.mark.slow, pytest.mark.ray]
@@ -24,12 +26,7 @@ def ray_session():
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
-    from mine_dist.cli import main
-
-    out = tmp_path_factory.mktemp("raydata") / "g"
-    assert main(["make-data", "gaussian", "--dim", "3", "--rho", "0.7", "--rows", "16000", "--shards", "4",
-                 "--output", str(out)]) == 0
-    return out
+    return make_gaussian_dataset(tmp_path_factory, "raydata", rows=16000, shards=4)
 
 
 def _estimate(data, out, run_id, *extra):

@@ -10,6 +10,8 @@ import time
 import pyarrow.parquet as pq
 import pytest
 
+from tests.conftest import make_gaussian_dataset
+
 pytestmark = [pytest.mark.slow, pytest.mark.ray]
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -19,12 +21,7 @@ ARGS = ["--trials", "3", "--steps", "300", "--eval-every", "100", "--batch-size"
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
-    from mine_dist.cli import main
-
-    out = tmp_path_factory.mktemp("sweepdata") / "g"
-    assert main(["make-data", "gaussian", "--dim", "3", "--rho", "0.7", "--rows", "12000", "--shards", "2",
-                 "--output", str(out)]) == 0
-    return out
+    return make_gaussian_dataset(tmp_path_factory, "sweepdata", rows=12000, shards=2)
 
 
 @pytest.fixture(scope="module")

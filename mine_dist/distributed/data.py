@@ -242,17 +242,3 @@ def collect_split(info: io.DatasetInfo, which: int, val_fraction: float, test_fr
     if not xs:
         return np.zeros((0, info.x.dim), np.float32), np.zeros((0, info.z.dim), np.float32)
     return np.concatenate(xs)[:max_rows], np.concatenate(zs)[:max_rows]
-
-
-def take_arrays(ds, max_rows: int) -> tuple[np.ndarray, np.ndarray]:
-    """Stream up to ``max_rows`` rows of a split dataset into two numpy arrays on the driver."""
-    xs, zs, n = [], [], 0
-    for b in ds.iter_batches(batch_size=8192, batch_format="numpy"):
-        xs.append(np.asarray(b["x"]))
-        zs.append(np.asarray(b["z"]))
-        n += len(xs[-1])
-        if n >= max_rows:
-            break
-    if not xs:
-        return np.zeros((0, 1), np.float32), np.zeros((0, 1), np.float32)
-    return np.concatenate(xs)[:max_rows], np.concatenate(zs)[:max_rows]
