@@ -595,7 +595,7 @@ def checked_stepper(trainer, cfg, xv, zv):
     def step(x, z):
         trainer.step(x, z)
         if trainer.step_count % cfg.eval_every == 0:
-            tj, tm = score_rows(trainer.module, xv, zv, cfg, seed=cfg.seed + 7)
+            tj, tm = score_rows(trainer.module, xv, zv, cfg, seed=cfg.seed + 7, negatives=cfg.val_negatives)
             trainer.record_check(bound_from_scores(cfg.bound, tj, tm, cfg.smile_tau))
     return step
 
@@ -613,6 +613,8 @@ def main(argv=None) -> None:
     p.add_argument("--inmem-steps", type=int, default=400, help="steps per in-memory timed run")
     p.add_argument("--inmem-rounds", type=int, default=2, help="alternating rounds before and again after the Ray run")
     p.add_argument("--keep", action="store_true", help="keep the generated data and run directory")
+    p.add_argument("--ray-args", default="", help="extra `mine-dist estimate` options for the Ray run, e.g. "
+                   "'--materialize never'")
     a = p.parse_args(argv)
     torch.set_num_threads(1)
 
@@ -647,7 +649,7 @@ def main(argv=None) -> None:
         rounds = [inmem_round(plain, trainer, checked, batches, a.inmem_steps) for _ in range(a.inmem_rounds)]
         cli_args = ["--steps", str(a.steps), "--eval-every", str(a.eval_every), "--patience", "0",
                     "--batch-size", str(a.batch_size), "--width", str(a.width), "--depth", str(a.depth),
-                    "--bootstrap", "100", "--max-test-rows", "20000"]
+                    "--bootstrap", "100", "--max-test-rows", "20000", *shlex.split(a.ray_args)]
         with TreeSampler(interval=0.5, memory=False) as sampler:
             res = run_ray_estimate(data_dir, out_dir, cli_args)
         rounds += [inmem_round(plain, trainer, checked, batches, a.inmem_steps) for _ in range(a.inmem_rounds)]
@@ -676,7 +678,7 @@ def main(argv=None) -> None:
           f"(range {rng(1)}); CPU {lib_cpu * 1e3:.2f} ms/step |")
     print(f"| (ii') `Trainer.step` + validation every {a.eval_every} steps, in-memory | {chk_r:,.0f} | "
           f"{chk_r / plain_r:.3f} | as (ii) plus the worker's check (`score_rows` on {cfg.max_eval_rows:,} rows x "
-          f"{cfg.eval_negatives} negatives, `bound_from_scores`, `record_check`), no checkpoint (range {rng(2)}); "
+          f"{cfg.val_negatives} negatives, `bound_from_scores`, `record_check`), no checkpoint (range {rng(2)}); "
           f"CPU {chk_cpu * 1e3:.2f} ms/step |")
     if "steady_rate" in br:
         iv = br["interval_rates"]
@@ -695,12 +697,15 @@ def main(argv=None) -> None:
           f"OMP_NUM_THREADS={br['omp']} |")
     if br["metric_samples_per_s"] is not None:
         print(f"| (iii) worker's reported `samples_per_s` (last report) | {br['metric_samples_per_s']:,.0f} | "
-              f"{br['metric_samples_per_s'] / plain_r:.3f} | cumulative from the loop start, incl. first-batch "
-              f"latency |")
+              f"{br['metric_samples_per_s'] / plain_r:.3f} | steps and batch fetches since the previous report |")
     rate_all = B * br["n_steps"] / br["fit_wall_s"]
     print(f"| (iii) whole `fit()` (steps x batch / fit wall) | {rate_all:,.0f} | {rate_all / plain_r:.3f} | "
           f"incl. start-up and teardown |")
     print()
+    if "steady_rate" in br:
+        print(f"Like for like: Ray steady state (iii) / in-process with the same validation checks (ii') = "
+              f"**{br['steady_rate'] / chk_r:.3f}**; Ray training only (steps + fetches) / plain loop (i) = "
+              f"**{no_checks / plain_r:.3f}**.\n")
 
     if "parts" in br:
         print(f"### Where the Ray worker's steady-state window goes ({br['window_s']:.2f} s, "

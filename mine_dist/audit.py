@@ -4,6 +4,7 @@ Spec (validated into frozen dataclasses; errors name the check and the field)::
 
     audit: nightly-embeddings
     workers: 1                      # per check; 0 = in-process
+    concurrent: auto                # checks at once: auto (what the Ray cluster's CPUs allow) or N
     checks:
       - name: emb-vs-gender
         data: s3://bucket/embeddings/          # any URI; relative paths are from the spec's folder
@@ -39,7 +40,7 @@ UNITS_MI = ("nats", "bits", "fraction_of_h_z")
 UNITS_CHANGE = ("nats", "bits")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _CHECK_KEYS = {"name", "data", "x", "z", "row_id", "max_rows", "estimator", "config", "alerts", "workers"}
-_TOP_KEYS = {"audit", "checks", "workers"}
+_TOP_KEYS = {"audit", "checks", "workers", "concurrent"}
 
 
 class SpecError(ValueError):
@@ -78,6 +79,7 @@ class Check:
 class AuditSpec:
     audit: str
     checks: tuple[Check, ...]
+    concurrent: int | None = None  # None = auto
 
 
 def _limit(raw, where: str, units: tuple) -> Limit:
@@ -109,6 +111,11 @@ def parse_spec(raw, base_dir: str = ".") -> AuditSpec:
     if not isinstance(checks_raw, list) or not checks_raw:
         raise SpecError("audit spec: 'checks' must be a non-empty list")
     default_workers = raw.get("workers", 1)
+    concurrent = raw.get("concurrent", "auto")
+    if concurrent == "auto":
+        concurrent = None
+    elif not isinstance(concurrent, int) or isinstance(concurrent, bool) or concurrent < 1:
+        raise SpecError(f"audit spec: 'concurrent' must be 'auto' or an int >= 1; got {concurrent!r}")
     checks, seen = [], set()
     for i, c in enumerate(checks_raw):
         where = f"check #{i + 1}"
@@ -149,7 +156,7 @@ def parse_spec(raw, base_dir: str = ".") -> AuditSpec:
             max_change=(_limit(alerts["max_change"], f"{where}.alerts.max_change", UNITS_CHANGE)
                         if "max_change" in alerts else None),
         ))
-    return AuditSpec(name, tuple(checks))
+    return AuditSpec(name, tuple(checks), concurrent)
 
 
 def _rel(uri: str, base_dir: str) -> str:

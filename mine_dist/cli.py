@@ -27,7 +27,8 @@ EXIT_USAGE, EXIT_DATA, EXIT_STORAGE, EXIT_FAILED = 2, 3, 4, 5
 _EST_FLAGS = {
     "bound": str, "batch_size": int, "lr": float, "steps": int, "ema_rate": float, "smile_tau": float,
     "eval_every": int, "patience": int, "val_fraction": float, "test_fraction": float,
-    "normalize": str, "eval_negatives": int, "bootstrap": int, "seed": int, "device": str,
+    "normalize": str, "eval_negatives": int, "val_negatives": int, "precision": str, "bootstrap": int, "seed": int,
+    "device": str,
 }
 _CRITIC_FLAGS = {"critic": ("kind", str), "width": ("width", int), "depth": ("depth", int),
                  "activation": ("activation", str), "embed_dim": ("embed_dim", int)}
@@ -60,10 +61,13 @@ def add_estimate_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--val-fraction", type=float, help=f"default {d.val_fraction}")
     g.add_argument("--test-fraction", type=float, help=f"default {d.test_fraction}")
     g.add_argument("--normalize", choices=["standard", "rank-gauss", "none"], help=f"default {d.normalize}")
-    g.add_argument("--eval-negatives", type=int, help=f"marginal pairs per held-out row, joint critic (default {d.eval_negatives})")
+    g.add_argument("--eval-negatives", type=int, help=f"marginal pairs per test row, joint critic (default {d.eval_negatives})")
+    g.add_argument("--val-negatives", type=int, help=f"marginal pairs per validation row at each check (default {d.val_negatives})")
     g.add_argument("--bootstrap", type=int, help=f"bootstrap resamples for the interval (default {d.bootstrap})")
     g.add_argument("--seed", type=int, help=f"default {d.seed}")
     g.add_argument("--device", choices=["cpu", "cuda", "auto"], help=f"default {d.device}")
+    g.add_argument("--precision", choices=["fp32", "bf16"], help=f"bf16: autocast the critic's training forward "
+                   f"pass to bfloat16, for GPUs (default {d.precision})")
     g.add_argument("--critic", choices=["joint", "separable"], help=f"critic family (default {c.kind})")
     g.add_argument("--width", type=int, help=f"hidden units (default {c.width})")
     g.add_argument("--depth", type=int, help=f"hidden layers (default {c.depth})")
@@ -79,6 +83,9 @@ def add_estimate_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--shuffle", choices=["auto", "blocks", "global"], default="auto",
                    help="Ray path: 'blocks' = random row-group order + local buffer (fast); 'global' = full "
                         "shuffle each epoch; 'auto' = global when the scan finds rows sorted or grouped")
+    g.add_argument("--materialize", choices=["auto", "always", "never"], default="auto",
+                   help="Ray path: read the train split once into the object store instead of once per epoch; "
+                        "auto = when it takes at most a quarter of the object store")
     g.add_argument("--placement", choices=["PACK", "SPREAD"], default="PACK", help="Ray Train placement strategy")
     g.add_argument("--threads", type=int, default=1, help="torch threads in this process (default 1: fastest for small critics)")
     g.add_argument("--output", default="runs", help="where runs are written: <output>/<run_id>/ (default ./runs)")
@@ -272,6 +279,9 @@ def add_audit_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--output", required=True, help="where history/ and runs/ live (any URI)")
     p.add_argument("--run-id", default=None, help="the scheduled slot (default: today's UTC date); re-running a "
                    "slot adds no rows and only runs checks not yet recorded as ok")
+    p.add_argument("--concurrent", type=int, default=None,
+                   help="checks run at once, each as a Ray task (default: the spec's 'concurrent', else auto: "
+                        "what the Ray cluster's CPUs allow; one at a time without Ray)")
     p.add_argument("--json", action="store_true", help="print the slot's results as JSON on the last line")
     p.add_argument("--no-progress", action="store_true")
 
@@ -281,8 +291,6 @@ EXIT_ALERT = 6
 
 def run_audit_command(args: argparse.Namespace) -> tuple[dict, int]:
     """Validate the whole spec (data, columns, units) first, then run each pending check."""
-    import os
-
     import yaml
 
     from mine_dist import audit, io
@@ -313,15 +321,29 @@ def run_audit_command(args: argparse.Namespace) -> tuple[dict, int]:
         prepared.append((c, cfg, h_z))
     history = audit.read_history(storage.join(args.output, "history"), spec.audit)
     done = {r["check"] for r in history if r["slot"] == slot and r["status"] == "ok"}
+    pending = [(c, cfg, h_z, audit.previous_ok(history, c.name, slot)) for c, cfg, h_z in prepared
+               if c.name not in done]
+    requested = args.concurrent if args.concurrent is not None else spec.concurrent
+    if requested is not None and requested < 1:
+        raise ValueError(f"--concurrent must be >= 1; got {requested}")
+    if pending and (requested or 1) == 1 and all(c.workers == 0 for c, *_ in pending) \
+            and not os.environ.get("RAY_ADDRESS"):
+        ran = {c.name: _run_check(args, spec.audit, slot, c, cfg, h_z, prev) for c, cfg, h_z, prev in pending}
+    elif pending:
+        from mine_dist.distributed.checks import run_checks  # Ray is imported only on this path
+
+        ran = run_checks(args, spec.audit, slot, pending, requested, _log)
+    else:
+        ran = {}
     results, alerts = [], []
-    for c, cfg, h_z in prepared:
+    for c, _, _ in prepared:
         prev = audit.previous_ok(history, c.name, slot)
         if c.name in done:
             row = next(r for r in history if r["slot"] == slot and r["check"] == c.name)
             _log(f"[{spec.audit}/{slot}] {c.name}: already recorded in this slot, skipped")
             fired = json.loads(row["alerts"] or "[]")
         else:
-            row, fired = _run_check(args, spec.audit, slot, c, cfg, h_z, prev)
+            row, fired = ran[c.name]
         results.append((c, row, prev))
         alerts += fired
     table = _audit_table(spec.audit, slot, results)
@@ -341,7 +363,8 @@ def run_audit_command(args: argparse.Namespace) -> tuple[dict, int]:
     return summary, (EXIT_ALERT if alerts else 0)
 
 
-def _run_check(args, audit_name, slot, check, cfg, h_z, prev) -> tuple[dict, list]:
+def _run_check(args, audit_name, slot, check, cfg, h_z, prev, cpus_per_worker=None) -> tuple[dict, list]:
+    """Estimate one check and write its history row (also what a concurrent check's Ray task runs)."""
     from mine_dist import audit
 
     ns = build_parser().parse_args(["estimate", "--data", check.data, "--x", check.x, "--z", check.z,
@@ -349,6 +372,7 @@ def _run_check(args, audit_name, slot, check, cfg, h_z, prev) -> tuple[dict, lis
                                     "--run-id", check.name, "--workers", str(check.workers)]
                                    + (["--row-id", check.row_id] if check.row_id else [])
                                    + (["--max-rows", str(check.max_rows)] if check.max_rows else [])
+                                   + (["--cpus-per-worker", str(cpus_per_worker)] if cpus_per_worker else [])
                                    + (["--no-progress"] if args.no_progress else []))
     run_dir = storage.join(ns.output, check.name)
     if storage.exists(storage.join(run_dir, "estimate.json")):
@@ -363,10 +387,7 @@ def _run_check(args, audit_name, slot, check, cfg, h_z, prev) -> tuple[dict, lis
         rec = run_estimate(ns, cfg)
     except Exception as e:  # noqa: BLE001 - one failing check must not lose the others
         msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        row.update({"status": "error", "error": msg, "finished_at": runs.now_iso(), "alerts": "[]",
-                    "config": json.dumps(cfg.to_dict()), "versions": json.dumps(runs.versions())})
-        audit.write_history_row(args.output, row)
-        return row, []
+        return _error_row(args, audit_name, slot, check, cfg, h_z, msg, started), []
     fired = audit.evaluate_alerts(check, rec["mi_nats"], h_z, prev)
     row.update({"status": "ok", "error": None, "mi_nats": rec["mi_nats"], "mi_bits": rec["mi_bits"],
                 "ci95_low_nats": rec["ci95_nats"][0], "ci95_high_nats": rec["ci95_nats"][1], "bound": rec["bound"],
@@ -375,6 +396,18 @@ def _run_check(args, audit_name, slot, check, cfg, h_z, prev) -> tuple[dict, lis
                 "run_dir": rec["run_dir"], "alerts": json.dumps(runs._jsonable(fired)), "finished_at": runs.now_iso()})
     audit.write_history_row(args.output, row)
     return row, fired
+
+
+def _error_row(args, audit_name, slot, check, cfg, h_z, msg: str, started: str | None = None) -> dict:
+    """Record a failed check in the history (the others' results are kept)."""
+    from mine_dist import audit
+
+    row = {"audit": audit_name, "slot": slot, "check": check.name, "started_at": started or runs.now_iso(),
+           "h_z_nats": h_z, "data_uri": storage.describe(check.data), "status": "error", "error": msg,
+           "finished_at": runs.now_iso(), "alerts": "[]", "config": json.dumps(cfg.to_dict()),
+           "versions": json.dumps(runs.versions())}
+    audit.write_history_row(args.output, row)
+    return row
 
 
 def _audit_table(audit_name, slot, results) -> str:

@@ -34,6 +34,8 @@ from mine_dist.sync import LOCAL, Collective
 
 LN2 = math.log(2.0)
 
+PRECISIONS = ("fp32", "bf16")
+
 
 @dataclass(frozen=True)
 class EstimatorConfig:
@@ -52,12 +54,19 @@ class EstimatorConfig:
         patience: validation checks without improvement before stopping (0 disables).
         val_fraction, test_fraction: shares of rows held out (deterministic split by row key).
         normalize: ``standard``, ``rank-gauss`` or ``none``.
-        eval_negatives: marginal pairs per held-out row for joint critics (separable critics and
-            InfoNCE use every other row of the evaluation block).
+        eval_negatives: marginal pairs per held-out test row for joint critics (separable critics
+            and InfoNCE use every other row of the evaluation block).
+        val_negatives: the same for the validation checks during training. Fewer than for the
+            test estimate: a check runs every ``eval_every`` steps and only ranks checkpoints
+            (the same rows and pairs every time), and with 16 negatives on 10,000 rows it cost
+            ~20% of training time (docs/benchmarks.md).
         max_eval_rows: validation rows scored at each check (a fixed subsample when larger).
         bootstrap: resamples for the 95% interval.
         seed: seeds initialization, batch order and negative sampling.
         device: ``cpu``, ``cuda`` or ``auto``.
+        precision: ``fp32``, or ``bf16``: the critic's forward pass in training runs under
+            ``torch.autocast`` with bfloat16 (the bound, the EMA and the optimizer stay float32;
+            validation and test scoring stay float32). For GPUs with bf16 units.
     """
 
     bound: str = "mine"
@@ -73,17 +82,19 @@ class EstimatorConfig:
     test_fraction: float = 0.2
     normalize: str = "standard"
     eval_negatives: int = 16
+    val_negatives: int = 4
     max_eval_rows: int = 10000
     bootstrap: int = 1000
     seed: int = 0
     device: str = "cpu"
+    precision: str = "fp32"
 
     def __post_init__(self) -> None:
         if isinstance(self.critic, dict):
             object.__setattr__(self, "critic", CriticConfig(**self.critic))
         if self.bound not in B.BOUNDS:
             raise ValueError(f"bound must be one of {B.BOUNDS}; got {self.bound!r}")
-        ints = {"batch_size": 2, "steps": 1, "eval_every": 1, "patience": 0, "eval_negatives": 1,
+        ints = {"batch_size": 2, "steps": 1, "eval_every": 1, "patience": 0, "eval_negatives": 1, "val_negatives": 1,
                 "max_eval_rows": 2, "bootstrap": 0, "seed": 0}
         for name, lo in ints.items():
             v = getattr(self, name)
@@ -105,6 +116,8 @@ class EstimatorConfig:
             raise ValueError(f"normalize must be one of {normalize.METHODS}; got {self.normalize!r}")
         if self.device not in ("cpu", "cuda", "auto"):
             raise ValueError(f"device must be cpu, cuda or auto; got {self.device!r}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}; got {self.precision!r}")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -165,7 +178,11 @@ def train_step(
         # Batch rows are a random sample, so a random cyclic shift is a derangement as good as a
         # uniform one, at a fraction of the cost of drawing a permutation every step.
         marg_index = int(torch.randint(1, x.shape[0], (1,), generator=generator))
-    t_joint, t_marg, scores = critic(x, z, marg_index=marg_index, matrix=cfg.bound == "infonce")
+    with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16"):
+        t_joint, t_marg, scores = critic(x, z, marg_index=marg_index, matrix=cfg.bound == "infonce")
+    if cfg.precision != "fp32":  # the bounds' exp / logsumexp in float32
+        t_joint, t_marg = t_joint.float(), t_marg.float()
+        scores = scores.float() if scores is not None else None
     if cfg.bound == "mine":
         # One host sync for both statistics; the log-space reduction happens on Python floats.
         tj_local, lse = torch.stack([t_joint.detach().mean(), torch.logsumexp(t_marg.detach(), 0)]).tolist()
@@ -201,7 +218,8 @@ def train_step(
 
 @torch.no_grad()
 def score_rows(
-    critic: torch.nn.Module, x: torch.Tensor, z: torch.Tensor, cfg: EstimatorConfig, seed: int
+    critic: torch.nn.Module, x: torch.Tensor, z: torch.Tensor, cfg: EstimatorConfig, seed: int,
+    negatives: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Critic scores for held-out rows: ``(t_joint (n,), t_marg (n, K))`` as float64 numpy.
 
@@ -209,7 +227,8 @@ def score_rows(
 
     Rows are shuffled with ``seed`` (so data sorted by z still gets honest negatives) and cut into
     blocks of about ``batch_size``; each row's K negatives are other rows of its block: all of them
-    for separable critics and InfoNCE, else ``eval_negatives`` distinct random ones.
+    for separable critics and InfoNCE, else ``negatives`` (default ``cfg.eval_negatives``; the
+    validation checks pass ``cfg.val_negatives``) distinct random ones.
     Rows that do not fill a block of 2 are dropped.
     """
     n = x.shape[0]
@@ -227,7 +246,7 @@ def score_rows(
             tj, _, s = critic(xb, zb, matrix=True)
             tm = s[~torch.eye(m, dtype=torch.bool, device=s.device)].reshape(m, m - 1)
         else:
-            k = min(cfg.eval_negatives, m - 1)
+            k = min(negatives or cfg.eval_negatives, m - 1)
             shifts = torch.randperm(m - 1, generator=g)[:k] + 1  # distinct offsets in 1..m-1
             ar = torch.arange(m, device=xb.device)
             zs = torch.cat([zb[torch.roll(ar, -s_)] for s_ in shifts.tolist()])
@@ -459,7 +478,7 @@ class MINE:
             if bar is not None:
                 bar.update(1)
             if trainer.step_count % cfg.eval_every == 0 or trainer.step_count == cfg.steps:
-                tj, tm = score_rows(trainer.critic, Xv, Zv, cfg, seed=cfg.seed + 7)
+                tj, tm = score_rows(trainer.critic, Xv, Zv, cfg, seed=cfg.seed + 7, negatives=cfg.val_negatives)
                 val = bound_from_scores(cfg.bound, tj, tm, cfg.smile_tau)
                 trainer.record_check(val)
                 if bar is not None:

@@ -107,3 +107,16 @@ def test_separable_infonce_is_capped_and_reported():
     assert est.cap_nats == pytest.approx(math.log(64), abs=0.05)
     assert est.mi_nats <= est.cap_nats
     assert est.mi_nats > 0.5 * est.cap_nats  # it learned: far above 0, but it cannot reach the truth
+
+
+def test_bf16_autocast_matches_fp32_within_tolerance():
+    """--precision bf16 (meant for GPUs) runs here through CPU autocast: same tolerances, and the
+    bf16 estimate lies within the two runs' combined interval width of the fp32 one."""
+    spec = Spec(dim=5, rho=0.6)
+    x, z = sample(spec, 10000)
+    cfg = EstimatorConfig(steps=1200, batch_size=256, lr=1e-3, bootstrap=200)
+    fp32 = MINE(cfg).estimate(x, z)
+    bf16 = MINE(EstimatorConfig(**{**cfg.to_dict(), "precision": "bf16"})).estimate(x, z)
+    check(bf16, spec.truth()["mi_nats"])
+    width = (fp32.ci95_nats[1] - fp32.ci95_nats[0]) + (bf16.ci95_nats[1] - bf16.ci95_nats[0])
+    assert abs(bf16.mi_nats - fp32.mi_nats) <= width, (fp32.mi_nats, bf16.mi_nats)

@@ -87,6 +87,8 @@ def test_tensors_and_1d_inputs_are_accepted(rng):
         ({"normalize": "minmax"}, "normalize must be one of"),
         ({"device": "tpu"}, "device must be cpu, cuda or auto"),
         ({"steps": 0}, "steps must be an int >= 1; got 0"),
+        ({"precision": "fp16"}, r"precision must be one of \('fp32', 'bf16'\); got 'fp16'"),
+        ({"val_negatives": 0}, "val_negatives must be an int >= 1; got 0"),
     ],
 )
 def test_bad_config(kwargs, match):
@@ -114,3 +116,21 @@ def test_divergence_raises_not_nan(bound, match):
     opt = torch.optim.Adam(critic.parameters())
     with pytest.raises(FloatingPointError, match=match):
         train_step(critic, opt, EMAState(), torch.randn(8, 2), torch.randn(8, 2), cfg, torch.Generator())
+
+
+def test_bf16_precision_autocasts_the_training_forward_only():
+    from mine_dist.critics import build_critic
+    from mine_dist.ema import EMAState
+    from mine_dist.estimator import train_step
+
+    cfg = EstimatorConfig(precision="bf16", batch_size=64, critic=CriticConfig(width=32))
+    critic = build_critic(3, 2, cfg.critic)
+    opt = torch.optim.Adam(critic.parameters(), lr=1e-3)
+    seen = []
+    critic.register_forward_hook(lambda m, i, o: seen.append(o[0].dtype))
+    g = torch.Generator().manual_seed(0)
+    out = train_step(critic, opt, EMAState(), torch.randn(64, 3, generator=g), torch.randn(64, 2, generator=g), cfg,
+                     torch.Generator())
+    assert seen == [torch.bfloat16]  # the critic ran in bfloat16 ...
+    assert all(p.dtype == torch.float32 for p in critic.parameters())  # ... its weights and Adam stay float32
+    assert isinstance(out.bound, float) and np.isfinite(out.bound)

@@ -186,7 +186,7 @@ def within_share(stats: list[np.ndarray]) -> float:
 def split_dataset(info: io.DatasetInfo, which: int, val_fraction: float, test_fraction: float,
                   drop_nonfinite: bool, nx: Normalizer | None = None, nz: Normalizer | None = None,
                   shuffle_units: bool = False, seed: int = 0, max_rows: int | None = None,
-                  global_shuffle: bool = False):
+                  global_shuffle: bool = False, materialize: bool = False):
     """A Ray Dataset with float32 columns ``x`` (n, dx) and ``z`` (n, dz) for one split.
 
     Args:
@@ -195,6 +195,9 @@ def split_dataset(info: io.DatasetInfo, which: int, val_fraction: float, test_fr
         shuffle_units: visit row groups in a random order (training).
         global_shuffle: shuffle all rows (an all-to-all stage); needed when rows are sorted or
             grouped (see :func:`within_share`).
+        materialize: read and normalize the split once into the object store; every epoch then
+            iterates those blocks (in a new random order, or reshuffled) instead of re-reading the
+            files. Only for splits that fit the object store (see :func:`fits_object_store`).
     """
     import ray.data
 
@@ -215,10 +218,23 @@ def split_dataset(info: io.DatasetInfo, which: int, val_fraction: float, test_fr
     # Half a CPU per read task: a worker holding a fractional CPU on a small node must leave room
     # for at least one read task, or Ray Data waits forever for a whole free CPU.
     ds = ds.map_batches(load, batch_size=1, batch_format="numpy", num_cpus=0.5)
+    if materialize:
+        ds = ds.materialize()
+        if not global_shuffle:
+            ds = ds.randomize_block_order()  # a new row-group order every epoch
     # A full shuffle every epoch when rows are grouped: row-group order plus a local buffer would
     # hand each batch rows from a few regions only, and the in-batch "marginal" pairs would not
     # come from the product of marginals.
     return ds.random_shuffle(seed=seed) if global_shuffle else ds
+
+
+def fits_object_store(rows: int, dim: int, share: float = 0.25) -> bool:
+    """Whether ``rows`` float32 rows of ``dim`` values take at most ``share`` of the cluster's
+    object store (leaving the rest for streaming, shuffles and other runs)."""
+    import ray
+
+    store = float(ray.cluster_resources().get("object_store_memory", 0.0))
+    return rows * dim * 4 <= share * store
 
 
 def collect_split(info: io.DatasetInfo, which: int, val_fraction: float, test_fraction: float,

@@ -11,23 +11,60 @@ def ensure_ray(**kwargs) -> None:
     bare ``ray.init()`` retry a dead head forever."""
     import ray
 
+    quiet_ray_data()  # also inside a Ray task or actor, where Ray is already up
     if ray.is_initialized():
         return
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    from ray.data import DataContext
-
-    ctx = DataContext.get_current()
-    ctx.enable_progress_bars = False
-    ctx.print_on_execution_start = False
+    # Ray Train's controller takes reported results every 2 s by default and a worker's report
+    # blocks while the previous one is unconsumed: with checks every ~2 s that cost ~190 ms per
+    # report (docs/benchmarks.md). Inherited by the processes of a local Ray; set it on clusters.
+    os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.5")
     address = os.environ.get("RAY_ADDRESS") or "local"
-    # Ray's own INFO logs (every checkpoint, every dataset execution) drown the run's progress
-    # lines; MINE_DIST_RAY_LOG_LEVEL=INFO brings them back.
-    level = os.environ.get("MINE_DIST_RAY_LOG_LEVEL", "WARNING")
+    level = log_level()
+    os.environ.setdefault("RAY_DATA_LOG_LEVEL", level)  # inherited by the processes of a local Ray
     opts = {"include_dashboard": True, "log_to_driver": True,
             "logging_config": ray.LoggingConfig(log_level=level), **kwargs}
     if address != "local":
         opts.pop("include_dashboard")
     ray.init(address=address, **opts)
+
+
+def log_level() -> str:
+    """Ray's own INFO logs (every checkpoint report, every dataset execution, worker-group start)
+    drown the run's progress lines; MINE_DIST_RAY_LOG_LEVEL=INFO brings them back."""
+    return os.environ.get("MINE_DIST_RAY_LOG_LEVEL", "WARNING").upper()
+
+
+def train_logging_config(level: str | None = None):
+    """Ray Train's ``LoggingConfig`` (controller and worker console logs) at :func:`log_level`."""
+    from ray.train import LoggingConfig
+
+    return LoggingConfig(log_level=level or log_level())
+
+
+def quiet_ray_data() -> None:
+    """No progress bars or per-execution banners from datasets built in this process (Ray Data
+    copies the creating process's DataContext into the operators that run them)."""
+    from ray.data import DataContext
+
+    ctx = DataContext.get_current()
+    ctx.enable_progress_bars = False
+    ctx.print_on_execution_start = False
+
+
+def quiet_ray_train_worker() -> None:
+    """Keep a Train worker's log to our progress lines: Ray Train 2.60 logs every report at INFO
+    ("Reporting training result ...") on a logger named after its source file."""
+    import logging
+
+    for name in ("ray.train", "ray.data"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    try:
+        from ray.train.v2._internal.execution import context
+
+        logging.getLogger(context.__file__).setLevel(logging.WARNING)
+    except (ImportError, AttributeError):  # another Ray version: only the noise comes back
+        pass
 
 
 def release_orphan_placement_groups(confirm_s: float = 3.0) -> int:

@@ -21,7 +21,8 @@ import torch
 
 from mine_dist import split, storage
 from mine_dist.estimator import EstimatorConfig
-from mine_dist.distributed.train import CHECKPOINT_FILE, auto_cpus_per_worker, estimate_on_test, worker_loop
+from mine_dist.distributed.train import (CHECKPOINT_FILE, auto_cpus_per_worker, estimate_on_test,
+                                         materialize_train, worker_loop)
 
 
 def _trial_name(i: int) -> str:
@@ -40,7 +41,7 @@ def run_sweep(args, configs: list[EstimatorConfig], info, sweep_dir: str) -> dic
 
     from mine_dist import normalize
     from mine_dist.distributed.data import scan, split_dataset
-    from mine_dist.distributed.runtime import ensure_ray, release_orphan_placement_groups
+    from mine_dist.distributed.runtime import ensure_ray, log_level, release_orphan_placement_groups
     from mine_dist.distributed.train import _mask
 
     ensure_ray()
@@ -58,8 +59,10 @@ def run_sweep(args, configs: list[EstimatorConfig], info, sweep_dir: str) -> dic
     nz = normalize.fit(base.normalize, sc.sample_z, "z", _mask(info.z))
     val_x, val_z = nx.apply(sc.val_x), nz.apply(sc.val_z)
     shuffle = args.shuffle if args.shuffle != "auto" else ("global" if sc.grouped else "blocks")
+    # Materialized once here, every trial iterates the same blocks instead of re-reading the files.
+    cache = materialize_train(args, sc.counts[split.TRAIN], info.x.dim + info.z.dim)
     train_ds = split_dataset(info, split.TRAIN, *fractions, drop, nx, nz, shuffle_units=True, seed=base.seed,
-                             max_rows=args.max_rows, global_shuffle=shuffle == "global")
+                             max_rows=args.max_rows, global_shuffle=shuffle == "global", materialize=cache)
     fs, path = storage.resolve(sweep_dir)
     use_gpu = bool(getattr(args, "gpu", False))
     if use_gpu:
@@ -69,13 +72,13 @@ def run_sweep(args, configs: list[EstimatorConfig], info, sweep_dir: str) -> dic
     concurrent = args.concurrent or max(1, int((total_cpu - 0.5) // (args.workers * cpw + 0.01)))
     cfg_dicts = [c.to_dict() for c in configs]
     common = {"dx": info.x.dim, "dz": info.z.dim, "val_x": val_x, "val_z": val_z, "use_gpu": use_gpu,
-              "progress": False,
+              "progress": False, "log_level": log_level(),
               "shuffle_buffer": max(4 * batch_max, 16384)}
     steps = max(c.steps for c in configs)
     eval_every = min(c.eval_every for c in configs)
 
     def trial_fn(tconf: dict) -> None:
-        from mine_dist.distributed.runtime import release_orphan_placement_groups
+        from mine_dist.distributed.runtime import release_orphan_placement_groups, train_logging_config
 
         i = int(tconf["trial"])
         release_orphan_placement_groups()  # earlier trials' worker groups (see its docstring)
@@ -86,7 +89,8 @@ def run_sweep(args, configs: list[EstimatorConfig], info, sweep_dir: str) -> dic
                                          resources_per_worker={"CPU": cpw, **({"GPU": 1} if use_gpu else {})}),
             run_config=RunConfig(storage_path=path, storage_filesystem=fs, name=_trial_name(i),
                                  callbacks=[TuneReportCallback()], failure_config=FailureConfig(max_failures=1),
-                                 checkpoint_config=CheckpointConfig(num_to_keep=2)),
+                                 checkpoint_config=CheckpointConfig(num_to_keep=2),
+                                 logging_config=train_logging_config(common["log_level"])),
             datasets={"train": train_ds},
         ).fit()
 

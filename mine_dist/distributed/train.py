@@ -10,7 +10,6 @@ only rank 0 writes checkpoints. The test split is scored on the driver after tra
 
 from __future__ import annotations
 
-import logging
 import math
 import os
 import sys
@@ -31,11 +30,12 @@ def worker_loop(conf: dict) -> dict:
     import ray.train
     from ray.train.torch import prepare_model
 
+    from mine_dist.distributed.runtime import quiet_ray_train_worker
     from mine_dist.sync import collective_for_current_process
 
     cfg = EstimatorConfig.from_dict(conf["config"])
-    for name in ("ray.train", "ray.data"):  # keep the worker's log to our progress lines
-        logging.getLogger(name).setLevel(logging.WARNING)
+    if conf.get("log_level", "WARNING") != "INFO":
+        quiet_ray_train_worker()
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     device = ray.train.torch.get_device() if conf["use_gpu"] else torch.device("cpu")
@@ -50,20 +50,26 @@ def worker_loop(conf: dict) -> dict:
     xv = torch.from_numpy(np.array(conf["val_x"])).to(device)  # copy: Ray hands read-only arrays
     zv = torch.from_numpy(np.array(conf["val_z"])).to(device)
     shard = ray.train.get_dataset_shard("train")
-    t0, rows_at_t0 = time.perf_counter(), trainer.step_count
+    # Throughput since the previous report (all ranks' samples), so start-up and the first batch's
+    # latency only weigh on the first report, not on every later one.
+    mark = {"t": time.perf_counter(), "step": trainer.step_count}
 
     def check_and_report(final: bool = False) -> None:
+        now = time.perf_counter()
+        rate = (trainer.step_count - mark["step"]) * cfg.batch_size * world / max(now - mark["t"], 1e-9)
         if not final:
-            tj, tm = score_rows(trainer.module, xv, zv, cfg, seed=cfg.seed + 7)
+            tj, tm = score_rows(trainer.module, xv, zv, cfg, seed=cfg.seed + 7, negatives=cfg.val_negatives)
             trainer.record_check(bound_from_scores(cfg.bound, tj, tm, cfg.smile_tau))
         last = trainer.curves[-1] if trainer.curves else {"train": math.nan, "val": math.nan}
-        rate = (trainer.step_count - rows_at_t0) * cfg.batch_size * world / max(time.perf_counter() - t0, 1e-9)
         metrics = {"step": trainer.step_count, "train": last["train"], "val": last["val"],
                    "best_val": trainer.best_val, "samples_per_s": rate, "final": final}
         if rank == 0 and conf.get("progress", True) and not final:
-            print(f"step {trainer.step_count}/{cfg.steps}  train {last['train']:.4f}  val {last['val']:.4f}  "
-                  f"best val {trainer.best_val:.4f} (step {trainer.best_step})  {rate:,.0f} samples/s",
-                  file=sys.stderr, flush=True)
+            # sys.stderr.write, not print: Ray Train patches print() in workers to also log each
+            # line, which shows every line twice on the driver.
+            sys.stderr.write(f"{conf.get('label', '')}step {trainer.step_count}/{cfg.steps}  train {last['train']:.4f}  "
+                             f"val {last['val']:.4f}  best val {trainer.best_val:.4f} (step {trainer.best_step})  "
+                             f"{rate:,.0f} samples/s\n")
+            sys.stderr.flush()
         with tempfile.TemporaryDirectory() as d:
             checkpoint = None
             if rank == 0:
@@ -71,6 +77,7 @@ def worker_loop(conf: dict) -> dict:
                 checkpoint = ray.train.Checkpoint.from_directory(d)
             ray.train.report(metrics, checkpoint=checkpoint,
                              checkpoint_dir_name=f"step_{trainer.step_count:08d}{'_final' if final else ''}")
+        mark.update(t=time.perf_counter(), step=trainer.step_count)
 
     while not trainer.done():
         stepped = 0
@@ -116,7 +123,7 @@ def run_distributed(args, cfg: EstimatorConfig, info, run_dir: str) -> dict:
 
     from mine_dist import normalize
     from mine_dist.distributed.data import scan, split_dataset
-    from mine_dist.distributed.runtime import ensure_ray
+    from mine_dist.distributed.runtime import ensure_ray, log_level, train_logging_config
 
     ensure_ray()
     use_gpu = bool(getattr(args, "gpu", False))
@@ -139,13 +146,14 @@ def run_distributed(args, cfg: EstimatorConfig, info, run_dir: str) -> dict:
     if shuffle == "global":
         print(f"rows look grouped or sorted (within-row-group variance share {sc.grouping:.2f}): shuffling "
               f"all train rows every epoch", file=sys.stderr, flush=True)
+    cache = materialize_train(args, counts[split.TRAIN], info.x.dim + info.z.dim)
     train_ds = split_dataset(info, split.TRAIN, *fractions, drop, nx, nz, shuffle_units=True, seed=cfg.seed,
-                             max_rows=args.max_rows, global_shuffle=shuffle == "global")
+                             max_rows=args.max_rows, global_shuffle=shuffle == "global", materialize=cache)
     fs, path = storage.resolve(run_dir)
     cpw = args.cpus_per_worker or auto_cpus_per_worker(args.workers, use_gpu)
     conf = {"config": cfg.to_dict(), "dx": info.x.dim, "dz": info.z.dim, "val_x": val_x, "val_z": val_z,
             "use_gpu": use_gpu, "shuffle_buffer": max(4 * cfg.batch_size, 16384),
-            "progress": not args.no_progress}
+            "progress": not args.no_progress, "log_level": log_level(), "label": run_label(run_dir)}
     trainer = TorchTrainer(
         worker_loop,
         train_loop_config=conf,
@@ -156,6 +164,7 @@ def run_distributed(args, cfg: EstimatorConfig, info, run_dir: str) -> dict:
             storage_path=path, storage_filesystem=fs, name="checkpoints",
             failure_config=FailureConfig(max_failures=args.max_failures),
             checkpoint_config=CheckpointConfig(num_to_keep=2),
+            logging_config=train_logging_config(),
         ),
         datasets={"train": train_ds},
         dataset_config=DataConfig(datasets_to_split=["train"]),
@@ -170,6 +179,7 @@ def run_distributed(args, cfg: EstimatorConfig, info, run_dir: str) -> dict:
     out["n_test_rows_in_split"] = counts[split.TEST]
     out["dropped_nonfinite"] = sc.dropped
     out["shuffle"] = {"mode": shuffle, "within_row_group_variance_share": round(sc.grouping, 4)}
+    out["train_split_materialized"] = cache
     out["checkpoints"] = storage.describe(storage.join(run_dir, "checkpoints"))
     out["nodes"] = len((result.return_value or {}).get("nodes", [])) or None
     return out
@@ -189,6 +199,23 @@ def estimate_on_test(info, cfg: EstimatorConfig, state: dict, nx, nz, sc, args, 
     return finish_estimate(cfg, tj, tm, n_train=sc.counts[split.TRAIN], n_val=sc.counts[split.VAL],
                            steps=state["step"], best_step=state["best_step"], stopped_early=state["step"] < cfg.steps,
                            wall=wall, curves=state["curves"], normalization={"x": nx.to_dict(), "z": nz.to_dict()})
+
+
+def materialize_train(args, train_rows: int, dim: int) -> bool:
+    """``--materialize``: auto = when the normalized train split takes at most a quarter of the
+    object store. Then the files are read once, not once per epoch, and the read tasks stop
+    competing with training for CPUs (docs/benchmarks.md)."""
+    from mine_dist.distributed.data import fits_object_store
+
+    mode = getattr(args, "materialize", "auto")
+    if mode == "auto":
+        return fits_object_store(train_rows, dim)
+    return mode == "always"
+
+
+def run_label(run_dir: str) -> str:
+    """Prefix of the worker's progress lines: the run id, so concurrent runs can be told apart."""
+    return f"[{run_dir.rstrip('/').rsplit('/', 1)[-1]}] "
 
 
 def _mask(cs):
