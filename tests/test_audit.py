@@ -59,6 +59,8 @@ def _check(name, data, x="emb", z="attr", **kw):
         ({"audit": "a", "checks": [{"name": "c", "data": "d", "x": "x", "z": "z", "treshold": 1}]},
          r"check 'c': unknown field\(s\) \['treshold'\]"),
         ({"audit": "a", "checks": [], "extra": 1}, r"unknown key\(s\) \['extra'\]"),
+        ({"audit": "a", "concurrent": 0, "checks": [{"name": "c", "data": "d", "x": "x", "z": "z"}]},
+         r"'concurrent' must be 'auto' or an int >= 1; got 0"),
         ({"audit": "a", "checks": []}, r"'checks' must be a non-empty list"),
         ({"audit": "a b", "checks": [{}]}, r"'audit' must be a name"),
         ({"audit": "a", "checks": [{"name": "c", "x": "x", "z": "z"}]}, r"check 'c': field 'data' is required"),

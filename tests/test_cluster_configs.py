@@ -624,7 +624,7 @@ def test_ray_up_config():
 # ----------------------------------------------------------------------------- audit spec
 
 
-AUDIT_TOP = {"audit", "checks", "workers"}
+AUDIT_TOP = {"audit", "checks", "workers", "concurrent"}
 AUDIT_CHECK = {"name", "data", "x", "z", "row_id", "max_rows", "estimator", "config", "alerts", "workers"}
 
 

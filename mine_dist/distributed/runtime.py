@@ -45,11 +45,17 @@ def train_logging_config(level: str | None = None):
 def quiet_ray_data() -> None:
     """No progress bars or per-execution banners from datasets built in this process (Ray Data
     copies the creating process's DataContext into the operators that run them)."""
+    import logging
+    import warnings
+
     from ray.data import DataContext
 
     ctx = DataContext.get_current()
     ctx.enable_progress_bars = False
     ctx.print_on_execution_start = False
+    # Ray Data configured its logger at import, before RAY_DATA_LOG_LEVEL could be set here.
+    logging.getLogger("ray.data").setLevel(log_level())
+    warnings.filterwarnings("ignore", message=r".*ExecutionOptions.exclude_resources.*")
 
 
 def quiet_ray_train_worker() -> None:
