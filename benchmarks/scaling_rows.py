@@ -140,7 +140,10 @@ def main(argv=None) -> None:
                 reset_hwm()
                 res = run_ray_estimate(data_dir, out_dir, [
                     "--steps", str(steps), "--patience", "0", "--batch-size", str(a.batch_size),
-                    "--width", str(a.width), "--depth", str(a.depth), "--eval-every", str(a.eval_every)])
+                    "--width", str(a.width), "--depth", str(a.depth), "--eval-every", str(a.eval_every),
+                    # Streaming, the path for data larger than the object store (small splits are
+                    # otherwise read once into the object store: --materialize auto).
+                    "--materialize", "never"])
                 drv_hwm = hwm()
                 time.sleep(0.5)
         finally:

@@ -8,6 +8,11 @@ Selection and reporting use different data: the winner is the trial with the bes
 bound; only the winner's validation-selected critic is then scored on the test split, and that
 test number (with its interval) is what ``best.json`` reports. The winner's validation bound is
 recorded beside it (``validation_bound_nats``) and is never the estimate.
+
+Trials are compared (by ASHA and for the winner) on one yardstick: the DV bound of each trial's
+critic on the validation rows (``best_val_dv``), a lower bound on MI whichever bound the critic
+was trained on. Comparing each trial's own bound would reward the ones that are not bounds: SMILE's
+clipped value overshot the truth by 1.7 nats in a 20-d sweep and won it (docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -23,6 +28,9 @@ from mine_dist import split, storage
 from mine_dist.estimator import EstimatorConfig
 from mine_dist.distributed.train import (CHECKPOINT_FILE, auto_cpus_per_worker, estimate_on_test,
                                          materialize_train, worker_loop)
+
+
+SELECTION_METRIC = "best_val_dv"  # what ASHA and the final choice compare (see the module docstring)
 
 
 def _trial_name(i: int) -> str:
@@ -107,7 +115,7 @@ def run_sweep(args, configs: list[EstimatorConfig], info, sweep_dir: str) -> dic
         tuner = tune.Tuner(
             trainable,
             param_space={"trial": tune.grid_search(list(range(len(configs))))},
-            tune_config=tune.TuneConfig(metric="val", mode="max", scheduler=scheduler,
+            tune_config=tune.TuneConfig(metric=SELECTION_METRIC, mode="max", scheduler=scheduler,
                                         max_concurrent_trials=concurrent),
             run_config=tune.RunConfig(storage_path=path, storage_filesystem=fs, name="tune", verbose=0),
         )
@@ -118,34 +126,37 @@ def run_sweep(args, configs: list[EstimatorConfig], info, sweep_dir: str) -> dic
     for res in grid:
         i = int(res.config["trial"])
         df = res.metrics_dataframe
-        hist = [] if df is None or "val" not in df else df[["step", "val"]].dropna().to_dict("records")
+        hist = ([] if df is None or "val_dv" not in df
+                else df[["step", "val_dv"]].dropna().rename(columns={"val_dv": "val"}).to_dict("records"))
         curves[i] = hist
         m = res.metrics or {}
         c = cfg_dicts[i]
         # A trial that reached its step budget is complete even when ASHA's max_t ended it first.
         done = m.get("final") or int(m.get("step", 0) or 0) >= c["steps"]
         status = "error" if res.error else ("completed" if done else "stopped early (ASHA)")
-        rows.append({"trial": i, "status": status, "best_val_nats": float(m.get("best_val", math.nan)),
+        rows.append({"trial": i, "status": status, "best_val_dv_nats": float(m.get(SELECTION_METRIC, math.nan)),
+                     "best_val_nats": float(m.get("best_val", math.nan)),
                      "last_step": int(m.get("step", 0) or 0), "error": str(res.error).splitlines()[0] if res.error else None,
                      "bound": c["bound"], "critic": c["critic"]["kind"], "depth": c["critic"]["depth"],
                      "width": c["critic"]["width"], "activation": c["critic"]["activation"], "lr": c["lr"],
                      "batch_size": c["batch_size"], "ema_rate": c["ema_rate"], "config": json.dumps(c)})
     rows.sort(key=lambda r: r["trial"])
-    ok = [r for r in rows if r["status"] != "error" and math.isfinite(r["best_val_nats"])]
+    ok = [r for r in rows if r["status"] != "error" and math.isfinite(r["best_val_dv_nats"])]
     if not ok:
         raise RuntimeError(f"every trial failed; first error: {rows[0]['error'] if rows else 'no trials ran'}")
-    win = max(ok, key=lambda r: r["best_val_nats"])
+    win = max(ok, key=lambda r: r["best_val_dv_nats"])
     state = _latest_checkpoint_state(storage.join(sweep_dir, _trial_name(win["trial"])))
     storage.write_bytes_atomic(storage.join(sweep_dir, "best_checkpoint", CHECKPOINT_FILE), _torch_bytes(state))
     est = estimate_on_test(info, configs[win["trial"]], state, nx, nz, sc, args, wall)
     _write_trials(sweep_dir, rows, curves, win["trial"])
     out = est.to_dict()
-    out.update({"validation_bound_nats": win["best_val_nats"], "winner_trial": win["trial"],
+    out.update({"validation_bound_nats": win["best_val_nats"], "validation_dv_nats": win["best_val_dv_nats"],
+                "selection": "highest DV bound of the trial's critic on the validation split", "winner_trial": win["trial"],
                 "trials": len(rows), "trials_completed": sum(r["status"] == "completed" for r in rows),
                 "trials_stopped_early": sum(r["status"].startswith("stopped") for r in rows),
                 "trials_failed": sum(r["status"] == "error" for r in rows), "concurrent_trials": concurrent,
                 "shuffle": {"mode": shuffle, "within_row_group_variance_share": round(sc.grouping, 4)}})
-    print(f"sweep: {len(rows)} trials, winner trial {win['trial']} (validation {win['best_val_nats']:.4f} nats); "
+    print(f"sweep: {len(rows)} trials, winner trial {win['trial']} (validation DV {win['best_val_dv_nats']:.4f} nats); "
           f"test estimate {est.mi_nats:.4f} nats", file=sys.stderr, flush=True)
     return out
 
@@ -195,8 +206,8 @@ def _write_trials(sweep_dir: str, rows: list[dict], curves: dict, winner: int) -
         lw, alpha = (2.5, 1.0) if i == winner else (1.0, 0.6)
         ax.plot(st, v, marker=".", lw=lw, alpha=alpha, label=f"trial {i}" + (" (winner)" if i == winner else ""))
     ax.set_xlabel("training step")
-    ax.set_ylabel("validation bound (nats)")
-    ax.set_title("sweep: validation bound per trial (selection only; the estimate is on test)")
+    ax.set_ylabel("validation DV bound (nats)")
+    ax.set_title("sweep: validation DV bound per trial (selection only; the estimate is on test)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, ncol=2)
     fig.tight_layout()

@@ -60,9 +60,15 @@ def worker_loop(conf: dict) -> dict:
         if not final:
             tj, tm = score_rows(trainer.module, xv, zv, cfg, seed=cfg.seed + 7, negatives=cfg.val_negatives)
             trainer.record_check(bound_from_scores(cfg.bound, tj, tm, cfg.smile_tau))
+            # The DV bound of the same scores: a lower bound whatever the critic was trained on,
+            # so sweeps compare trials of different bounds on it (SMILE's clipped value is not one).
+            trainer.curves[-1]["val_dv"] = bound_from_scores("dv", tj, tm)
         last = trainer.curves[-1] if trainer.curves else {"train": math.nan, "val": math.nan}
+        at_best = [c for c in trainer.curves if c["step"] == trainer.best_step]
         metrics = {"step": trainer.step_count, "train": last["train"], "val": last["val"],
-                   "best_val": trainer.best_val, "samples_per_s": rate, "final": final}
+                   "val_dv": last.get("val_dv", math.nan), "best_val": trainer.best_val,
+                   "best_val_dv": at_best[-1].get("val_dv", math.nan) if at_best else math.nan,
+                   "samples_per_s": rate, "final": final}
         if rank == 0 and conf.get("progress", True) and not final:
             # sys.stderr.write, not print: Ray Train patches print() in workers to also log each
             # line, which shows every line twice on the driver.
