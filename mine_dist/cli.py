@@ -236,6 +236,8 @@ def run_sweep_command(args: argparse.Namespace) -> dict:
     if args.workers < 1:
         raise ValueError(f"sweep trials run on Ray Train: --workers must be >= 1; got {args.workers}")
     base = config_from_args(args)
+    if base.bound == "smile":
+        raise ValueError(f"--bound smile cannot be a sweep's base configuration: {sweep.NOT_A_BOUND}")
     raw = None
     if args.space:
         try:

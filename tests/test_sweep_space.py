@@ -30,6 +30,7 @@ def test_scalar_is_a_single_choice():
         ({"lr": [-0.001]}, r"lr choices must be positive numbers; got -0.001"),
         ({"width": []}, r"width has an empty choice list"),
         ({"bound": ["mine", "kl"]}, r"bound='kl' is invalid: bound must be one of"),
+        ({"bound": ["mine", "smile"]}, r"bound 'smile' cannot be swept: its clipped value is not a lower bound"),
         ({"activation": ["swish"]}, r"activation='swish' is invalid"),
         ({"lr": {"uniform": [1, 2]}}, r"lr must be a list of choices or \{loguniform: \[low, high\]\}"),
         ({"lr": {"loguniform": [1e-3]}}, r"lr loguniform needs \[low, high\] numbers"),
