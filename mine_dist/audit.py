@@ -218,7 +218,7 @@ def default_slot() -> str:
 
 HISTORY_COLUMNS = ("audit", "slot", "check", "status", "error", "mi_nats", "mi_bits", "ci95_low_nats",
                    "ci95_high_nats", "bound", "h_z_nats", "n_test", "data_uri", "data_fingerprint", "config",
-                   "versions", "run_dir", "alerts", "started_at", "finished_at")
+                   "versions", "run_dir", "alerts", "warnings", "started_at", "finished_at")
 
 
 def history_key(output: str, audit: str, slot: str, check: str) -> str:

@@ -395,7 +395,8 @@ def _run_check(args, audit_name, slot, check, cfg, h_z, prev, cpus_per_worker=No
                 "ci95_low_nats": rec["ci95_nats"][0], "ci95_high_nats": rec["ci95_nats"][1], "bound": rec["bound"],
                 "n_test": rec["n_test"], "data_fingerprint": rec["data"]["fingerprint"],
                 "config": json.dumps(rec["config"]), "versions": json.dumps(rec["versions"]),
-                "run_dir": rec["run_dir"], "alerts": json.dumps(runs._jsonable(fired)), "finished_at": runs.now_iso()})
+                "run_dir": rec["run_dir"], "alerts": json.dumps(runs._jsonable(fired)),
+                "warnings": json.dumps(rec.get("warnings") or []), "finished_at": runs.now_iso()})
     audit.write_history_row(args.output, row)
     return row, fired
 

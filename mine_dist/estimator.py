@@ -335,6 +335,11 @@ class MIEstimate:
         bound: which bound was trained and reported.
         cap_nats: the largest value the bound can take here (InfoNCE: log of the candidates),
             or None when uncapped.
+        ceiling_nats: for the other bounds, log of the number of held-out marginal pairs: above
+            it a held-out value cannot be certified from this sample (a high-confidence lower
+            bound on MI from N samples is at most about log N; McAllester & Stratos, AISTATS 2020).
+            Estimates above it come with a warning.
+        warnings: what the reader must know before using the number (empty when nothing).
         n_train, n_val, n_test: rows per split. steps: steps taken. best_step: the step whose
             critic (best validation bound) produced the estimate.
         curves: per check: step, train (mean batch bound since the previous check), val, ema.
@@ -361,6 +366,8 @@ class MIEstimate:
     curves: list = field(repr=False)
     normalization: dict = field(repr=False)
     config: dict = field(repr=False)
+    ceiling_nats: float | None = None
+    warnings: list = field(default_factory=list)
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -510,6 +517,14 @@ def finish_estimate(cfg: EstimatorConfig, tj, tm, *, n_train, n_val, steps, best
     lo, hi = bootstrap_ci(cfg.bound, tj, tm, cfg.smile_tau, cfg.bootstrap, cfg.seed + 13)
     mi, clo, chi = max(raw, 0.0), max(lo, 0.0), max(hi, 0.0)
     cap = float(np.log(np.isfinite(tm).sum(1).min() + 1)) if cfg.bound == "infonce" else None
+    ceiling = None if cap is not None else float(np.log(max(int(np.isfinite(tm).sum()), 1)))
+    notes = []
+    if ceiling is not None and raw > ceiling:
+        notes.append(f"the estimate {raw:.2f} nats exceeds log(held-out marginal pairs) = {ceiling:.2f} nats, the "
+                     f"most this test sample can certify (McAllester & Stratos 2020): it is not reliable; more "
+                     f"test rows (--max-test-rows) or --eval-negatives raise the ceiling")
+    if cfg.bound == "smile":
+        notes.append("smile is not a strict lower bound (clipped partition term): it can exceed the true MI")
     return MIEstimate(
         mi_nats=mi, mi_bits=_bits(mi), ci95_nats=(clo, chi), ci95_bits=(_bits(clo), _bits(chi)),
         bound_nats=raw, bound_ci95_nats=(lo, hi),
@@ -517,6 +532,7 @@ def finish_estimate(cfg: EstimatorConfig, tj, tm, *, n_train, n_val, steps, best
         steps=int(steps), best_step=int(best_step), stopped_early=bool(stopped_early),
         ci_method=f"percentile bootstrap (Poisson weights) over test rows with their negatives, {cfg.bootstrap} resamples",
         train_wall_s=round(wall, 3), curves=curves, normalization=normalization, config=cfg.to_dict(),
+        ceiling_nats=ceiling, warnings=notes,
     )
 
 

@@ -154,6 +154,8 @@ def summary(record: dict) -> str:
     ]
     if record.get("cap_nats"):
         lines.append(f"note: InfoNCE cannot exceed log K = {record['cap_nats']:.3f} nats here")
+    for w in record.get("warnings") or []:
+        lines.append(f"WARNING: {w}")
     gt = record.get("ground_truth")
     if gt and gt.get("mi_nats") is not None:
         lines.append(f"ground truth {gt['mi_nats']:.4f} nats ({gt.get('mi_method', '')}); "
