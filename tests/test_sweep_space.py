@@ -56,3 +56,20 @@ def test_cli_rejects_bad_space_file_before_ray(tmp_path, capsys):
     err = capsys.readouterr().err
     assert rc == 2 and "lr choices must be positive numbers; got -1" in err
     assert not any(p.name.startswith("sweep-") for p in tmp_path.iterdir())
+
+
+def test_winner_is_the_best_selectable_trial_and_ceiling_breakers_are_marked():
+    pytest.importorskip("ray")
+    from mine_dist.distributed.sweep import ABOVE_CEILING, select_winner
+
+    def row(i, status, dv, ceiling=10.0):
+        return {"trial": i, "status": status, "best_val_dv_nats": dv, "val_ceiling_nats": ceiling, "error": None}
+
+    rows = [row(0, "completed", 3.0), row(1, "stopped early (ASHA)", 4.0), row(2, "completed", 12.0),
+            row(3, "error", float("nan")), row(4, "completed", 5.0, ceiling=4.5)]
+    assert select_winner(rows)["trial"] == 1
+    assert [r["status"] for r in rows] == ["completed", "stopped early (ASHA)", ABOVE_CEILING, "error", ABOVE_CEILING]
+    with pytest.raises(RuntimeError, match=r"above log\(validation marginal pairs\)"):
+        select_winner([row(0, "completed", 12.0)])
+    with pytest.raises(RuntimeError, match="every trial failed"):
+        select_winner([row(0, "error", float("nan"))])

@@ -13,6 +13,8 @@ Trials are compared (by ASHA and for the winner) on one yardstick: the DV bound 
 critic on the validation rows (``best_val_dv``), a lower bound on MI whichever bound the critic
 was trained on. Comparing each trial's own bound would reward the ones that are not bounds: SMILE's
 clipped value overshot the truth by 1.7 nats in a 20-d sweep and won it (docs/benchmarks.md).
+A trial whose validation DV exceeds log(validation marginal pairs), the most the validation rows
+can certify, is not selectable (status says so): its value reflects unsampled tails, not MI.
 """
 
 from __future__ import annotations
@@ -134,17 +136,15 @@ def run_sweep(args, configs: list[EstimatorConfig], info, sweep_dir: str) -> dic
         # A trial that reached its step budget is complete even when ASHA's max_t ended it first.
         done = m.get("final") or int(m.get("step", 0) or 0) >= c["steps"]
         status = "error" if res.error else ("completed" if done else "stopped early (ASHA)")
-        rows.append({"trial": i, "status": status, "best_val_dv_nats": float(m.get(SELECTION_METRIC, math.nan)),
+        dv, ceiling = float(m.get(SELECTION_METRIC, math.nan)), float(m.get("val_ceiling", math.nan))
+        rows.append({"trial": i, "status": status, "best_val_dv_nats": dv, "val_ceiling_nats": ceiling,
                      "best_val_nats": float(m.get("best_val", math.nan)),
                      "last_step": int(m.get("step", 0) or 0), "error": str(res.error).splitlines()[0] if res.error else None,
                      "bound": c["bound"], "critic": c["critic"]["kind"], "depth": c["critic"]["depth"],
                      "width": c["critic"]["width"], "activation": c["critic"]["activation"], "lr": c["lr"],
                      "batch_size": c["batch_size"], "ema_rate": c["ema_rate"], "config": json.dumps(c)})
     rows.sort(key=lambda r: r["trial"])
-    ok = [r for r in rows if r["status"] != "error" and math.isfinite(r["best_val_dv_nats"])]
-    if not ok:
-        raise RuntimeError(f"every trial failed; first error: {rows[0]['error'] if rows else 'no trials ran'}")
-    win = max(ok, key=lambda r: r["best_val_dv_nats"])
+    win = select_winner(rows)
     state = _latest_checkpoint_state(storage.join(sweep_dir, _trial_name(win["trial"])))
     storage.write_bytes_atomic(storage.join(sweep_dir, "best_checkpoint", CHECKPOINT_FILE), _torch_bytes(state))
     est = estimate_on_test(info, configs[win["trial"]], state, nx, nz, sc, args, wall)
@@ -154,11 +154,31 @@ def run_sweep(args, configs: list[EstimatorConfig], info, sweep_dir: str) -> dic
                 "selection": "highest DV bound of the trial's critic on the validation split", "winner_trial": win["trial"],
                 "trials": len(rows), "trials_completed": sum(r["status"] == "completed" for r in rows),
                 "trials_stopped_early": sum(r["status"].startswith("stopped") for r in rows),
-                "trials_failed": sum(r["status"] == "error" for r in rows), "concurrent_trials": concurrent,
+                "trials_failed": sum(r["status"] == "error" for r in rows),
+                "trials_above_ceiling": sum(r["status"] == ABOVE_CEILING for r in rows), "concurrent_trials": concurrent,
                 "shuffle": {"mode": shuffle, "within_row_group_variance_share": round(sc.grouping, 4)}})
     print(f"sweep: {len(rows)} trials, winner trial {win['trial']} (validation DV {win['best_val_dv_nats']:.4f} nats); "
           f"test estimate {est.mi_nats:.4f} nats", file=sys.stderr, flush=True)
     return out
+
+
+ABOVE_CEILING = "above the validation ceiling (not selectable)"
+
+
+def select_winner(rows: list[dict]) -> dict:
+    """The trial with the highest validation DV bound among those that can be selected; marks
+    (in place) the trials whose value exceeds their validation ceiling (``val_ceiling_nats``)."""
+    for r in rows:
+        if r["status"] != "error" and r["best_val_dv_nats"] > r["val_ceiling_nats"]:
+            r["status"] = ABOVE_CEILING
+    ok = [r for r in rows if r["status"] in ("completed", "stopped early (ASHA)") and math.isfinite(r["best_val_dv_nats"])]
+    if ok:
+        return max(ok, key=lambda r: r["best_val_dv_nats"])
+    if any(r["status"] == ABOVE_CEILING for r in rows):
+        raise RuntimeError("every trial's validation DV bound is above log(validation marginal pairs), the most the "
+                           "validation split can certify: the MI is too high for this many validation rows; use more "
+                           "data (or a larger --val-fraction / --val-negatives)")
+    raise RuntimeError(f"every trial failed; first error: {rows[0]['error'] if rows else 'no trials ran'}")
 
 
 def _latest_checkpoint_state(train_run_dir: str) -> dict:

@@ -53,6 +53,7 @@ def worker_loop(conf: dict) -> dict:
     # Throughput since the previous report (all ranks' samples), so start-up and the first batch's
     # latency only weigh on the first report, not on every later one.
     mark = {"t": time.perf_counter(), "step": trainer.step_count}
+    val_pairs = [0]  # validation marginal pairs per check: log of it is the most a check can certify
 
     def check_and_report(final: bool = False) -> None:
         now = time.perf_counter()
@@ -63,11 +64,13 @@ def worker_loop(conf: dict) -> dict:
             # The DV bound of the same scores: a lower bound whatever the critic was trained on,
             # so sweeps compare trials of different bounds on it (SMILE's clipped value is not one).
             trainer.curves[-1]["val_dv"] = bound_from_scores("dv", tj, tm)
+            val_pairs[0] = int(np.isfinite(tm).sum())
         last = trainer.curves[-1] if trainer.curves else {"train": math.nan, "val": math.nan}
         at_best = [c for c in trainer.curves if c["step"] == trainer.best_step]
         metrics = {"step": trainer.step_count, "train": last["train"], "val": last["val"],
                    "val_dv": last.get("val_dv", math.nan), "best_val": trainer.best_val,
                    "best_val_dv": at_best[-1].get("val_dv", math.nan) if at_best else math.nan,
+                   "val_ceiling": math.log(val_pairs[0]) if val_pairs[0] else math.nan,
                    "samples_per_s": rate, "final": final}
         if rank == 0 and conf.get("progress", True) and not final:
             # sys.stderr.write, not print: Ray Train patches print() in workers to also log each
