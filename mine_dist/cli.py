@@ -323,14 +323,14 @@ def run_audit_command(args: argparse.Namespace) -> tuple[dict, int]:
         prepared.append((c, cfg, h_z))
     history = audit.read_history(storage.join(args.output, "history"), spec.audit)
     done = {r["check"] for r in history if r["slot"] == slot and r["status"] == "ok"}
-    pending = [(c, cfg, h_z, audit.previous_ok(history, c.name, slot)) for c, cfg, h_z in prepared
-               if c.name not in done]
+    prevs = {c.name: audit.previous_ok(history, c.name, slot) for c, _, _ in prepared}
+    pending = [(c, cfg, h_z, prevs[c.name]) for c, cfg, h_z in prepared if c.name not in done]
     requested = args.concurrent if args.concurrent is not None else spec.concurrent
     if requested is not None and requested < 1:
         raise ValueError(f"--concurrent must be >= 1; got {requested}")
     if pending and (requested or 1) == 1 and all(c.workers == 0 for c, *_ in pending) \
             and not os.environ.get("RAY_ADDRESS"):
-        ran = {c.name: _run_check(args, spec.audit, slot, c, cfg, h_z, prev) for c, cfg, h_z, prev in pending}
+        ran = _run_checks_here(args, spec.audit, slot, pending)
     elif pending:
         from mine_dist.distributed.checks import run_checks  # Ray is imported only on this path
 
@@ -339,7 +339,7 @@ def run_audit_command(args: argparse.Namespace) -> tuple[dict, int]:
         ran = {}
     results, alerts = [], []
     for c, _, _ in prepared:
-        prev = audit.previous_ok(history, c.name, slot)
+        prev = prevs[c.name]
         if c.name in done:
             row = next(r for r in history if r["slot"] == slot and r["check"] == c.name)
             _log(f"[{spec.audit}/{slot}] {c.name}: already recorded in this slot, skipped")
@@ -365,6 +365,17 @@ def run_audit_command(args: argparse.Namespace) -> tuple[dict, int]:
     return summary, (EXIT_ALERT if alerts else 0)
 
 
+def _run_checks_here(args, audit_name, slot, pending) -> dict:
+    """Run ``pending`` = [(check, cfg, h_z, prev)] one by one in this process: {name: (row, alerts)}."""
+    return {c.name: _run_check(args, audit_name, slot, c, cfg, h_z, prev) for c, cfg, h_z, prev in pending}
+
+
+def _check_row(audit_name, slot, check, h_z, started: str) -> dict:
+    """The identifying part of a check's history row (completed by the outcome)."""
+    return {"audit": audit_name, "slot": slot, "check": check.name, "started_at": started, "h_z_nats": h_z,
+            "data_uri": storage.describe(check.data)}
+
+
 def _run_check(args, audit_name, slot, check, cfg, h_z, prev, cpus_per_worker=None) -> tuple[dict, list]:
     """Estimate one check and write its history row (also what a concurrent check's Ray task runs)."""
     from mine_dist import audit
@@ -382,8 +393,7 @@ def _run_check(args, audit_name, slot, check, cfg, h_z, prev, cpus_per_worker=No
     elif storage.exists(storage.join(run_dir, "checkpoints")):
         ns.resume = check.name  # a previous attempt was killed mid-training: continue it
     started = runs.now_iso()
-    row = {"audit": audit_name, "slot": slot, "check": check.name, "started_at": started, "h_z_nats": h_z,
-           "data_uri": storage.describe(check.data)}
+    row = _check_row(audit_name, slot, check, h_z, started)
     _log(f"[{audit_name}/{slot}] {check.name}: estimating I({check.x}; {check.z}) on {storage.describe(check.data)}")
     try:
         rec = run_estimate(ns, cfg)
@@ -405,8 +415,7 @@ def _error_row(args, audit_name, slot, check, cfg, h_z, msg: str, started: str |
     """Record a failed check in the history (the others' results are kept)."""
     from mine_dist import audit
 
-    row = {"audit": audit_name, "slot": slot, "check": check.name, "started_at": started or runs.now_iso(),
-           "h_z_nats": h_z, "data_uri": storage.describe(check.data), "status": "error", "error": msg,
+    row = {**_check_row(audit_name, slot, check, h_z, started or runs.now_iso()), "status": "error", "error": msg,
            "finished_at": runs.now_iso(), "alerts": "[]", "config": json.dumps(cfg.to_dict()),
            "versions": json.dumps(runs.versions())}
     audit.write_history_row(args.output, row)

@@ -53,7 +53,7 @@ def run_checks(args, audit_name: str, slot: str, pending: list, requested: int |
     {check name: (history row, alerts)}. With a concurrency of 1 they run one by one in this process."""
     import ray
 
-    from mine_dist.cli import _error_row, _run_check
+    from mine_dist.cli import _error_row, _run_checks_here
     from mine_dist.distributed.runtime import ensure_ray
 
     ensure_ray()
@@ -61,7 +61,7 @@ def run_checks(args, audit_name: str, slot: str, pending: list, requested: int |
     workers = [c.workers for c, *_ in pending]
     n = plan_concurrency(workers, requested, total)
     if n <= 1:
-        return {c.name: _run_check(args, audit_name, slot, c, cfg, h_z, prev) for c, cfg, h_z, prev in pending}
+        return _run_checks_here(args, audit_name, slot, pending)
 
     log(f"[{audit_name}/{slot}] {len(pending)} check(s), {n} at a time on Ray ({total:g} CPUs)")
     task = ray.remote(max_retries=0)(_run_check_task)
