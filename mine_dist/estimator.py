@@ -504,6 +504,12 @@ class MINE:
         )
 
 
+def sample_ceiling(tm: np.ndarray) -> float:
+    """log of the number of held-out marginal pairs in ``tm`` (``-inf`` entries are padding): the
+    most a held-out bound from these scores can certify (McAllester & Stratos, AISTATS 2020)."""
+    return float(np.log(max(int(np.isfinite(tm).sum()), 1)))
+
+
 def finish_estimate(cfg: EstimatorConfig, tj, tm, *, n_train, n_val, steps, best_step, stopped_early,
                     wall, curves, normalization) -> MIEstimate:
     """Turn held-out test scores into the reported :class:`MIEstimate`.
@@ -517,7 +523,7 @@ def finish_estimate(cfg: EstimatorConfig, tj, tm, *, n_train, n_val, steps, best
     lo, hi = bootstrap_ci(cfg.bound, tj, tm, cfg.smile_tau, cfg.bootstrap, cfg.seed + 13)
     mi, clo, chi = max(raw, 0.0), max(lo, 0.0), max(hi, 0.0)
     cap = float(np.log(np.isfinite(tm).sum(1).min() + 1)) if cfg.bound == "infonce" else None
-    ceiling = None if cap is not None else float(np.log(max(int(np.isfinite(tm).sum()), 1)))
+    ceiling = None if cap is not None else sample_ceiling(tm)
     notes = []
     if ceiling is not None and raw > ceiling:
         notes.append(f"the estimate {raw:.2f} nats exceeds log(held-out marginal pairs) = {ceiling:.2f} nats, the "

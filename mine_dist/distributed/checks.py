@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import math
 
-# CPUs left free for Ray Data read tasks and the driver's scans (as in auto_cpus_per_worker).
-RESERVED_CPUS = 1.5
+from mine_dist.distributed.train import RESERVED_CPUS
 
 
 def plan_concurrency(workers: list[int], requested: int | None, total_cpus: float | None) -> int:

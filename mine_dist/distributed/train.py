@@ -20,9 +20,12 @@ import numpy as np
 import torch
 
 from mine_dist import split, storage
-from mine_dist.estimator import EstimatorConfig, Trainer, bound_from_scores, finish_estimate, score_rows
+from mine_dist.estimator import (EstimatorConfig, Trainer, bound_from_scores, finish_estimate, sample_ceiling,
+                                 score_rows)
 
 CHECKPOINT_FILE = "state.pt"
+# CPUs of the cluster left free for Ray Data's read tasks and Tune's trial actors.
+RESERVED_CPUS = 1.5
 
 
 def worker_loop(conf: dict) -> dict:
@@ -53,7 +56,6 @@ def worker_loop(conf: dict) -> dict:
     # Throughput since the previous report (all ranks' samples), so start-up and the first batch's
     # latency only weigh on the first report, not on every later one.
     mark = {"t": time.perf_counter(), "step": trainer.step_count}
-    val_pairs = [0]  # validation marginal pairs per check: log of it is the most a check can certify
 
     def check_and_report(final: bool = False) -> None:
         now = time.perf_counter()
@@ -64,13 +66,13 @@ def worker_loop(conf: dict) -> dict:
             # The DV bound of the same scores: a lower bound whatever the critic was trained on,
             # so sweeps compare trials of different bounds on it (SMILE's clipped value is not one).
             trainer.curves[-1]["val_dv"] = bound_from_scores("dv", tj, tm)
-            val_pairs[0] = int(np.isfinite(tm).sum())
+            trainer.curves[-1]["val_ceiling"] = sample_ceiling(tm)  # the most a check can certify
         last = trainer.curves[-1] if trainer.curves else {"train": math.nan, "val": math.nan}
         at_best = [c for c in trainer.curves if c["step"] == trainer.best_step]
         metrics = {"step": trainer.step_count, "train": last["train"], "val": last["val"],
                    "val_dv": last.get("val_dv", math.nan), "best_val": trainer.best_val,
                    "best_val_dv": at_best[-1].get("val_dv", math.nan) if at_best else math.nan,
-                   "val_ceiling": math.log(val_pairs[0]) if val_pairs[0] else math.nan,
+                   "val_ceiling": last.get("val_ceiling", math.nan),
                    "samples_per_s": rate, "final": final}
         if rank == 0 and conf.get("progress", True) and not final:
             # sys.stderr.write, not print: Ray Train patches print() in workers to also log each
@@ -114,15 +116,15 @@ def worker_loop(conf: dict) -> dict:
 
 
 def auto_cpus_per_worker(workers: int, use_gpu: bool) -> float:
-    """CPUs each worker reserves. Leave 1.5 CPUs of the cluster for Ray Data's read tasks (0.5
+    """CPUs each worker reserves. Leave RESERVED_CPUS of the cluster for Ray Data's read tasks (0.5
     each) and Tune's trial actors: when workers take every CPU, reads starve (or prefetching reads
     hold the CPUs a starting worker group waits for) and the run hangs."""
     import ray
 
     total = float(ray.cluster_resources().get("CPU", 1.0))
     if use_gpu:
-        return max(1.0, min(4.0, (total - 1.5) / workers))
-    return max(0.1, min(1.0, (total - 1.5) / workers))
+        return max(1.0, min(4.0, (total - RESERVED_CPUS) / workers))
+    return max(0.1, min(1.0, (total - RESERVED_CPUS) / workers))
 
 
 def run_distributed(args, cfg: EstimatorConfig, info, run_dir: str) -> dict:
