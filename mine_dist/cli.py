@@ -11,12 +11,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import sys
 import time
 from dataclasses import fields
 
-from mine_dist import runs, storage
+from mine_dist import rundir, runs, storage
 from mine_dist.critics import CriticConfig
 from mine_dist.estimator import EstimatorConfig
 
@@ -135,9 +134,12 @@ def run_estimate(args: argparse.Namespace, cfg: EstimatorConfig | None = None) -
         raise ValueError(f"--max-rows must be >= 2; got {args.max_rows}")
     if args.resume and args.run_id and args.resume != args.run_id:
         raise ValueError(f"--resume {args.resume} and --run-id {args.run_id} name different runs")
-    run_id = args.resume or args.run_id or runs.new_run_id()
+    run_id = _given_id(args) if _given_id(args) is not None else runs.new_run_id()
+    what = "--resume" if args.resume is not None else "--run-id"
+    rundir.validate_id(run_id, what)
     if args.resume and args.workers == 0:
         raise ValueError("--resume needs the Ray path (--workers >= 1): in-process runs keep no checkpoints")
+    _check_execution(args, cfg)
     storage.check_reachable(args.output, for_write=True)
     run_dir = runs.check_run_dir_free(args.output, run_id)
     ckpt_dir = storage.join(run_dir, "checkpoints")
@@ -147,22 +149,77 @@ def run_estimate(args: argparse.Namespace, cfg: EstimatorConfig | None = None) -
                               f"pass --resume {run_id} to continue it, or choose another --run-id")
     if args.resume and not has_ckpt:
         raise FileNotFoundError(f"--resume {run_id}: no checkpoints in {storage.describe(run_dir)}")
+    if args.resume:
+        ran = {**cfg.to_dict(), **({"device": "cuda"} if args.gpu else {})}  # what the Ray workers trained with
+        rundir.check_resume(run_dir, ran, _data_request(args))
+    claim = rundir.claim(args.output, run_id, what, request=_data_request(args))
     started, t0 = runs.now_iso(), time.perf_counter()
     try:
         record = _estimate_and_write(args, cfg, run_id, run_dir, started, t0)
     except (ValueError, TypeError, storage.StorageError, FileNotFoundError):
-        # Bad input or configuration: nothing of this run is worth keeping.
+        # Bad input or configuration: nothing of this run is worth keeping (a resumed run keeps
+        # what its first attempt wrote).
         if not args.resume:
-            storage.delete_tree(run_dir)
+            claim.release()
         raise
     except BaseException:
         # Training failed or was interrupted: keep checkpoints so the run can be resumed.
         if storage.exists(storage.join(run_dir, "checkpoints")):
             _log(f"run {run_id} stopped; continue it with --resume {run_id}")
         else:
-            storage.delete_tree(run_dir)
+            claim.release()
         raise
     return record
+
+
+def _given_id(args) -> str | None:
+    """--resume or --run-id as given; an empty string is kept, so that it is refused, not replaced."""
+    return args.resume if args.resume is not None else args.run_id
+
+
+def _data_request(args) -> dict:
+    """What a run reads, as kept in its directory's marker (compared on --resume)."""
+    return {"data": storage.describe(args.data), "x": args.x, "z": args.z, "row_id": args.row_id,
+            "max_rows": args.max_rows, "drop_nonfinite": bool(args.drop_nonfinite)}
+
+
+def _check_execution(args, cfg: EstimatorConfig) -> None:
+    """Options that cannot work on this machine or path, refused before anything is written."""
+    if args.gpu and args.workers == 0:
+        raise ValueError("--gpu asks Ray Train for GPU workers and needs --workers >= 1; "
+                         "for an in-process run on a GPU use --device cuda")
+    if cfg.device == "cuda":
+        if args.workers > 0 and not args.gpu:
+            raise ValueError("--device cuda with --workers >= 1: Ray workers get GPUs with --gpu")
+        if args.workers == 0:
+            import torch
+
+            if not torch.cuda.is_available():
+                raise ValueError(f"--device cuda: no CUDA device is available to this process "
+                                 f"(torch {torch.__version__}); use --device cpu or auto")
+    check_not_in_ray_job_dir(args.output, args.data)
+
+
+def check_not_in_ray_job_dir(output: str | None, data: str | None = None) -> None:
+    """Under ``ray job submit --working-dir``, the process runs in Ray's temporary copy of the
+    working dir: a relative output would be written there, where the user never sees it (and is
+    deleted with the job's files). A relative input is read from the copy, which is fine when it
+    was uploaded with it; when it is not there, say why.
+
+    Raises:
+        ValueError: naming the option and where it would have gone.
+    """
+    cwd = os.getcwd()
+    if "/runtime_resources/working_dir_files/" not in cwd + "/":
+        return
+    for flag, loc in (("--output", output), ("--data", data)):
+        if not loc or "://" in loc or os.path.isabs(os.path.expanduser(loc)):
+            continue
+        if flag == "--data" and (os.path.exists(loc) or any(c in loc for c in "*?[")):
+            continue
+        raise ValueError(f"{flag} {loc!r} is relative, and this Ray job runs in Ray's temporary copy of the "
+                         f"working dir: it would {'be written to' if flag == '--output' else 'be read from'} "
+                         f"{os.path.abspath(loc)}; give an absolute path or a URI (s3://..., file:///...)")
 
 
 def _estimate_and_write(args, cfg, run_id, run_dir, started, t0) -> dict:
@@ -246,7 +303,10 @@ def run_sweep_command(args: argparse.Namespace) -> dict:
             raise ValueError(f"--space {args.space}: not valid YAML: {str(e).splitlines()[0]}") from None
     space = sweep.parse_space(raw, where=f"--space {args.space}" if args.space else "default search space")
     configs = sweep.sample_trials(space, base, args.trials, args.sweep_seed)
-    sweep_id = args.resume or args.run_id or runs.new_run_id("sweep")
+    sweep_id = _given_id(args) if _given_id(args) is not None else runs.new_run_id("sweep")
+    what = "--resume" if args.resume is not None else "--run-id"
+    rundir.validate_id(sweep_id, what)
+    _check_execution(args, base)
     storage.check_reachable(args.output, for_write=True)
     sweep_dir = storage.join(args.output, sweep_id)
     if storage.exists(storage.join(sweep_dir, "best.json")):
@@ -254,6 +314,7 @@ def run_sweep_command(args: argparse.Namespace) -> dict:
     if storage.exists(storage.join(sweep_dir, "tune")) and not args.resume:
         raise FileExistsError(f"sweep {sweep_id!r} has started in {storage.describe(args.output)}; "
                               f"pass --resume {sweep_id} to continue it")
+    claim = rundir.claim(args.output, sweep_id, what, request=_data_request(args))
     started, t0 = runs.now_iso(), time.perf_counter()
     try:
         info = io.inspect(args.data, args.x, args.z, args.row_id)
@@ -263,7 +324,7 @@ def run_sweep_command(args: argparse.Namespace) -> dict:
         result = run_sweep(args, configs, info, sweep_dir)
     except (ValueError, TypeError, storage.StorageError):
         if not args.resume:
-            storage.delete_tree(sweep_dir)
+            claim.release()
         raise
     except BaseException:
         _log(f"sweep {sweep_id} stopped; continue it with --resume {sweep_id}")
@@ -304,9 +365,8 @@ def run_audit_command(args: argparse.Namespace) -> tuple[dict, int]:
     # Relative data / config paths in a spec are taken from the spec's own folder.
     base_dir = os.path.dirname(os.path.abspath(args.spec)) if "://" not in args.spec else args.spec.rsplit("/", 1)[0]
     spec = audit.parse_spec(raw, base_dir=base_dir)
-    slot = args.run_id or audit.default_slot()
-    if not re.match(r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$", slot):
-        raise ValueError(f"--run-id must be letters, digits, '.', '_', ':', '-'; got {slot!r}")
+    slot = rundir.validate_id(audit.default_slot() if args.run_id is None else args.run_id, "--run-id (the audit slot)")
+    check_not_in_ray_job_dir(args.output)
     storage.check_reachable(args.output, for_write=True)
     # Everything that can be checked without estimating, for every check, before any estimation.
     prepared = []
@@ -389,7 +449,7 @@ def _run_check(args, audit_name, slot, check, cfg, h_z, prev, cpus_per_worker=No
                                    + (["--no-progress"] if args.no_progress else []))
     run_dir = storage.join(ns.output, check.name)
     if storage.exists(storage.join(run_dir, "estimate.json")):
-        storage.delete_tree(run_dir)  # a previous attempt of this slot finished the run but not the row
+        rundir.remove_owned(run_dir)  # a previous attempt of this slot finished the run but not the row
     elif storage.exists(storage.join(run_dir, "checkpoints")):
         ns.resume = check.name  # a previous attempt was killed mid-training: continue it
     started = runs.now_iso()
@@ -506,10 +566,18 @@ def run_make_data(args: argparse.Namespace) -> dict:
     spec = synthetic.Spec(kind=args.kind, dim=args.dim, rho=args.rho, transform=args.transform,
                           classes=args.classes, sep=args.sep)
     gt_uri = storage.join(args.output, "ground_truth.json")
-    if storage.exists(gt_uri) and not args.overwrite:
-        raise FileExistsError(f"{storage.describe(args.output)} already holds a dataset; pass --overwrite to replace it")
-    if args.overwrite:
-        storage.delete_tree(args.output)
+    check_not_in_ray_job_dir(args.output)
+    if storage.exists(args.output):
+        if storage.exists(gt_uri) and not args.overwrite:
+            raise FileExistsError(f"{storage.describe(args.output)} already holds a dataset; pass --overwrite to replace it")
+        others = [f for f in storage.list_files(args.output)
+                  if not (f.endswith(".parquet") or f.endswith("/ground_truth.json"))]
+        if others or (storage.list_files(args.output) and not storage.exists(gt_uri)):
+            raise FileExistsError(f"{storage.describe(args.output)} holds files that are not a mine-dist dataset "
+                                  f"(e.g. {storage.describe((others or storage.list_files(args.output))[0])}); "
+                                  f"choose an empty or new --output")
+        if args.overwrite:
+            storage.delete_tree(args.output)
     t0 = time.perf_counter()
     truth = synthetic.write_dataset(spec, args.rows, args.shards, args.output, seed=args.seed)
     _log(f"wrote {args.rows} rows in {args.shards} shard(s) to {storage.describe(args.output)} "
