@@ -15,7 +15,7 @@ import sys
 import time
 from dataclasses import fields
 
-from mine_dist import rundir, runs, storage
+from mine_dist import rundir, runs, storage, yamlio
 from mine_dist.critics import CriticConfig
 from mine_dist.estimator import EstimatorConfig
 
@@ -286,8 +286,6 @@ def add_sweep_args(p: argparse.ArgumentParser) -> None:
 
 def run_sweep_command(args: argparse.Namespace) -> dict:
     """Validate the space and every trial's config on the driver, run the sweep, write best.json."""
-    import yaml
-
     from mine_dist import io, sweep
 
     if args.workers < 1:
@@ -295,12 +293,7 @@ def run_sweep_command(args: argparse.Namespace) -> dict:
     base = config_from_args(args)
     if base.bound == "smile":
         raise ValueError(f"--bound smile cannot be a sweep's base configuration: {sweep.NOT_A_BOUND}")
-    raw = None
-    if args.space:
-        try:
-            raw = yaml.safe_load(storage.read_bytes(args.space))
-        except yaml.YAMLError as e:
-            raise ValueError(f"--space {args.space}: not valid YAML: {str(e).splitlines()[0]}") from None
+    raw = yamlio.read(args.space, f"--space {args.space}") if args.space else None
     space = sweep.parse_space(raw, where=f"--space {args.space}" if args.space else "default search space")
     configs = sweep.sample_trials(space, base, args.trials, args.sweep_seed)
     sweep_id = _given_id(args) if _given_id(args) is not None else runs.new_run_id("sweep")
@@ -354,14 +347,9 @@ EXIT_ALERT = 6
 
 def run_audit_command(args: argparse.Namespace) -> tuple[dict, int]:
     """Validate the whole spec (data, columns, units) first, then run each pending check."""
-    import yaml
-
     from mine_dist import audit, io
 
-    try:
-        raw = yaml.safe_load(storage.read_bytes(args.spec))
-    except yaml.YAMLError as e:
-        raise audit.SpecError(f"--spec {args.spec}: not valid YAML: {str(e).splitlines()[0]}") from None
+    raw = yamlio.read(args.spec, f"--spec {args.spec}")
     # Relative data / config paths in a spec are taken from the spec's own folder.
     base_dir = os.path.dirname(os.path.abspath(args.spec)) if "://" not in args.spec else args.spec.rsplit("/", 1)[0]
     spec = audit.parse_spec(raw, base_dir=base_dir)
@@ -375,7 +363,7 @@ def run_audit_command(args: argparse.Namespace) -> tuple[dict, int]:
         try:
             info = io.inspect(c.data, c.x, c.z, c.row_id)
         except io.DataError as e:
-            raise audit.SpecError(f"check {c.name!r}: {e}") from None
+            raise io.DataError(f"check {c.name!r}: {e}") from None
         h_z = audit.categorical_entropy(info) if info.z.kind == "categorical" else None
         if c.max_mi is not None and c.max_mi.unit == "fraction_of_h_z" and h_z is None:
             raise audit.SpecError(f"check {c.name!r}.alerts.max_mi: unit fraction_of_h_z needs a categorical z; "

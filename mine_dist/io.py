@@ -88,10 +88,15 @@ def list_parquet(uri: str) -> list[str]:
             files = [uri]
         else:
             if not storage.exists(uri):
+                storage.check_reachable(uri, for_write=False)  # a missing bucket: a storage error
                 raise DataError(f"dataset not found: {storage.describe(uri)}")
             files = storage.list_files(uri, suffix=".parquet")
     except storage.StorageError as e:
-        raise DataError(str(e)) from None
+        # A missing dataset is a data error; access, bucket and network problems stay storage
+        # errors (exit 4), as they are for --output.
+        if str(e).startswith("not found:"):
+            raise DataError(f"dataset not found: {storage.describe(uri)}") from None
+        raise
     if not files:
         raise DataError(f"dataset is empty: no .parquet files under {storage.describe(uri)}")
     return sorted(files)
@@ -102,6 +107,9 @@ def _open(f: str) -> pq.ParquetFile:
     try:
         return pq.ParquetFile(fs.open_input_file(path), page_checksum_verification=True)
     except (pa.ArrowInvalid, OSError) as e:
+        access = storage.access_error(e, f)
+        if access is not None:
+            raise access from None
         msg = str(e).splitlines()[0]
         raise DataError(f"corrupt or unreadable Parquet file {storage.describe(f)}: {msg}") from None
 

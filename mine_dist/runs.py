@@ -51,9 +51,13 @@ def read_config_file(uri: str) -> dict:
     """
     try:
         loaded = json.loads(storage.read_bytes(uri))
-    except (storage.StorageError, json.JSONDecodeError) as e:
+    except (storage.StorageError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise ValueError(f"cannot read config {storage.describe(uri)}: {e}") from None
-    return dict(loaded.get("config", loaded))
+    cfg = loaded.get("config", loaded) if isinstance(loaded, dict) else loaded
+    if not isinstance(cfg, dict):
+        raise ValueError(f"config {storage.describe(uri)} must hold a JSON object of estimator settings (or a "
+                         f"record with a 'config' object); got {type(cfg).__name__}")
+    return dict(cfg)
 
 
 def read_ground_truth(data_uri: str) -> dict | None:

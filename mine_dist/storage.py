@@ -44,6 +44,7 @@ import pyarrow.fs as pafs
 
 __all__ = [
     "StorageError",
+    "access_error",
     "check_reachable",
     "delete_tree",
     "describe",
@@ -331,6 +332,19 @@ def _translate(
     if isinstance(exc, NotADirectoryError):
         return StorageError(f"a parent of {where} is a file, expected a directory")
     return StorageError(f"{action} {where} failed: {_one_line(exc)}")
+
+
+def access_error(exc: BaseException, uri: str) -> StorageError | None:
+    """The one-line StorageError for ``exc`` when it is a storage problem (access denied, missing
+    bucket, unreachable service), else None: the caller decides what other failures mean (e.g. a
+    corrupt file is a data error, not a storage one)."""
+    if isinstance(exc, StorageError):
+        return exc
+    text = str(exc)
+    if isinstance(exc, (PermissionError, ConnectionError)) or any(m in text for m in _DENIED + _UNREACHABLE) or \
+            (_scheme(uri) in _OBJECT_STORES and any(m in text for m in _NO_BUCKET)):
+        return _translate(exc, uri, "reading")
+    return None
 
 
 @contextlib.contextmanager

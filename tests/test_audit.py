@@ -91,21 +91,21 @@ def local_data(tmp_path):
 
 
 @pytest.mark.parametrize(
-    "check, match",
-    [
-        (_check("c1", "nope"), "check 'c1': dataset not found"),
-        (_check("c1", "d1", x="emb2"), "check 'c1': --x: column 'emb2' not found"),
+    "check, match, code",
+    [  # exit 3 for bad data, 2 for a bad spec (the table in docs/reliability.md)
+        (_check("c1", "nope"), "check 'c1': dataset not found", 3),
+        (_check("c1", "d1", x="emb2"), "check 'c1': --x: column 'emb2' not found", 3),
         (_check("c1", "d1", z="other", alerts={"max_mi": {"value": 0.5, "unit": "fraction_of_h_z"}}),
-         "check 'c1'.alerts.max_mi: unit fraction_of_h_z needs a categorical z"),
-        (_check("c1", "d1", estimator={"lr": -1}), "check 'c1'.estimator: lr must be a finite number > 0"),
+         "check 'c1'.alerts.max_mi: unit fraction_of_h_z needs a categorical z", 2),
+        (_check("c1", "d1", estimator={"lr": -1}), "check 'c1'.estimator: lr must be a finite number > 0", 2),
     ],
 )
-def test_bad_specs_fail_before_any_estimation(local_data, capsys, check, match):
+def test_bad_specs_fail_before_any_estimation(local_data, capsys, check, match, code):
     good = _check("c0", "d1")
     spec = _spec(local_data / "s.yaml", [good, check])
     rc = main(["audit", "--spec", spec, "--output", str(local_data / "out"), "--run-id", "s1"])
     err = capsys.readouterr().err
-    assert rc == 2 and match in err
+    assert rc == code and match in err
     assert not (local_data / "out" / "history").exists()  # not even the good check ran
 
 

@@ -148,3 +148,39 @@ def test_hostile_ids_on_s3_leave_every_object(s3_server, data, rid, capsys):
                "--workers", "0", "--x", "nope", *FAST])
     assert rc == 2 and "must be one path segment" in capsys.readouterr().err
     assert storage.list_files(f"{bucket}/victim") == before and len(before) == 3
+
+
+def _fake_checkpoint(out, run_id, cfg, request=None):
+    import torch
+
+    c = rundir.claim(str(out), run_id, request=request)
+    d = out / run_id / "checkpoints" / "step_00000100"
+    d.mkdir(parents=True)
+    torch.save({"config": cfg.to_dict(), "step": 100}, d / "state.pt")
+    return c
+
+
+def test_resume_refuses_changed_training_options_up_front(data, tmp_path, capsys):
+    from mine_dist.cli import build_parser, config_from_args
+
+    args = ["estimate", "--data", str(data), "--output", str(tmp_path), "--workers", "1", *FAST]
+    cfg = config_from_args(build_parser().parse_args(args))
+    _fake_checkpoint(tmp_path, "r", cfg)
+    before = _tree(tmp_path)
+    assert main([*args, "--resume", "r", "--lr", "0.002", "--width", "64"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "--resume r: options differ from the run being resumed" in err
+    assert f"lr {cfg.lr!r} -> 0.002" in err and "critic.width 16 -> 64" in err
+    assert _tree(tmp_path) == before  # checkpoints kept, nothing written
+
+
+def test_resume_refuses_other_data_and_allows_a_raised_step_budget(data, tmp_path, capsys):
+    from mine_dist.estimator import EstimatorConfig
+
+    cfg = EstimatorConfig()
+    _fake_checkpoint(tmp_path, "r", cfg, request={"data": "/elsewhere", "x": "x", "z": "z"})
+    with pytest.raises(ValueError, match=r"data '/elsewhere' -> '/other'; x 'x' -> 'emb'"):
+        rundir.check_resume(str(tmp_path / "r"), cfg.to_dict(), {"data": "/other", "x": "emb", "z": "z"})
+    more = {**cfg.to_dict(), "steps": cfg.steps * 2, "bootstrap": 10}
+    rundir.check_resume(str(tmp_path / "r"), more, {"data": "/elsewhere", "x": "x", "z": "z"})
+    assert rundir.resume_conflicts({"critic": {"width": 1}}, {"critic": {"width": 2}}) == ["critic.width 1 -> 2"]

@@ -96,7 +96,7 @@ def bad_data(bucket):
 @pytest.mark.parametrize(
     "data, extra, code, match",
     [
-        ("s3://no-such-bucket-mine/data", [], 3, "no-such-bucket-mine"),
+        ("s3://no-such-bucket-mine/data", [], 4, "bucket 'no-such-bucket-mine' does not exist"),  # storage, as for --output
         ("{b}/bad/lists", [], 3, "column 'x' has type fixed_size_list<element: float>[3] in s3://"),
         ("{b}/bad/corrupt", [], 3, "corrupt or unreadable Parquet file s3://"),
         ("{b}/bad/nan", [], 3, "with NaN/Inf in --x x of s3://"),
