@@ -11,6 +11,7 @@ import pytest
 
 from mine_dist import sweep, yamlio
 from mine_dist.cli import main
+from tests.conftest import make_gaussian_dataset
 
 FAST = ["--steps", "100", "--batch-size", "64", "--eval-every", "50", "--bootstrap", "50", "--no-progress",
         "--width", "16", "--workers", "0"]
@@ -18,10 +19,7 @@ FAST = ["--steps", "100", "--batch-size", "64", "--eval-every", "50", "--bootstr
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
-    out = tmp_path_factory.mktemp("codes") / "g"
-    assert main(["make-data", "gaussian", "--dim", "2", "--rho", "0.6", "--rows", "1500", "--shards", "2",
-                 "--output", str(out)]) == 0
-    return out
+    return make_gaussian_dataset(tmp_path_factory, "codes", rows=1500, shards=2, dim=2, rho=0.6)
 
 
 def _run(capsys, *argv):

@@ -7,6 +7,7 @@ import pytest
 
 from mine_dist import rundir, storage
 from mine_dist.cli import main
+from tests.conftest import make_gaussian_dataset
 
 FAST = ["--steps", "100", "--batch-size", "64", "--eval-every", "50", "--bootstrap", "50", "--no-progress",
         "--width", "16"]
@@ -16,10 +17,7 @@ HOSTILE = ["..", ".", "/", "./", "../x", "../../escape", "/tmp/abs", "", "a/b", 
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
-    out = tmp_path_factory.mktemp("ids") / "g"
-    assert main(["make-data", "gaussian", "--dim", "2", "--rho", "0.6", "--rows", "1500", "--shards", "2",
-                 "--output", str(out)]) == 0
-    return out
+    return make_gaussian_dataset(tmp_path_factory, "ids", rows=1500, shards=2, dim=2, rho=0.6)
 
 
 def _victim(root):
