@@ -89,6 +89,10 @@ def _apply_transform(v: np.ndarray, name: str) -> np.ndarray:
 # ----------------------------------------------------------------------------- invertible maps
 
 
+# The spiral's default speed, as in the Beyond Normal benchmark's spiral tasks (cbg-ethz/bmi).
+SPIRAL_SPEED = 1.0 / 3.0
+
+
 def _spiral(v: np.ndarray, speed: float, sign: float = 1.0) -> np.ndarray:
     # Rotate the plane of the first two coordinates by an angle speed * |v|^2. A rotation keeps
     # |v|, so the inverse rotates back by the same angle read from the output.
@@ -139,7 +143,7 @@ def parse_maps(maps: str) -> tuple[str, ...]:
     return names
 
 
-def apply_maps(v: np.ndarray, maps: str, speed: float = 0.5, inverse: bool = False) -> np.ndarray:
+def apply_maps(v: np.ndarray, maps: str, speed: float = SPIRAL_SPEED, inverse: bool = False) -> np.ndarray:
     """Apply the composition ``maps`` (or its inverse) to the rows of v, shape (n, d)."""
     names = parse_maps(maps)
     for name in reversed(names) if inverse else names:
@@ -341,7 +345,7 @@ class PairSpec:
     pairs: int | None = None
     df: float | None = None
     maps: str = "none"
-    speed: float = 0.5
+    speed: float = SPIRAL_SPEED
 
     def __post_init__(self) -> None:
         _check_int("dim_x", self.dim_x, 1)
@@ -484,7 +488,7 @@ class EmbeddingSpec:
     classes: int = 0
     sep: float = 2.0
     maps: str = "none"
-    speed: float = 0.5
+    speed: float = SPIRAL_SPEED
     rotation_seed: int = 0
 
     def __post_init__(self) -> None:
@@ -617,7 +621,7 @@ def _build_embedding(dim_x, dim_z, latent, rho, mi, maps, speed, rotation_seed):
 _MAPS_HELP = "'none' or a comma list of invertible maps applied to x and to z, left to right: " + ", ".join(MAPS)
 _DIMS = (Param("dim_x", int, 5, "dimensions of x"), Param("dim_z", int, 5, "dimensions of z"))
 _MAP_PARAMS = (Param("maps", str, "none", _MAPS_HELP),
-               Param("speed", float, 0.5, "spiral: rotation angle per unit of |v|^2"))
+               Param("speed", float, SPIRAL_SPEED, "spiral: rotation angle per unit of |v|^2 (default 1/3)"))
 _PAIR = (Param("structure", str, "sparse", "sparse: corr(x_i, z_i) = rho for the first `pairs` coordinates; "
                "dense: every off-diagonal correlation rho", STRUCTURES),
          Param("pairs", int, None, "sparse: correlated coordinate pairs (default min(dim_x, dim_z))"))
