@@ -47,10 +47,15 @@ class SpecError(ValueError):
     """An invalid audit spec; the message names the check and the field."""
 
 
+CHANGE_RULES = ("significant", "raw")
+Z95 = 1.959963984540054
+
+
 @dataclass(frozen=True)
 class Limit:
     value: float
     unit: str
+    rule: str = "significant"  # max_change only: "significant" also needs the change to exceed the noise
 
     def nats(self, h_z: float | None) -> float:
         if self.unit == "nats":
@@ -82,15 +87,20 @@ class AuditSpec:
     concurrent: int | None = None  # None = auto
 
 
-def _limit(raw, where: str, units: tuple) -> Limit:
-    if not isinstance(raw, dict) or set(raw) - {"value", "unit"} or "value" not in raw:
-        raise SpecError(f"{where} must be {{value: NUMBER, unit: {'|'.join(units)}}}; got {raw!r}")
+def _limit(raw, where: str, units: tuple, rules: tuple = ()) -> Limit:
+    keys = {"value", "unit"} | ({"rule"} if rules else set())
+    if not isinstance(raw, dict) or set(raw) - keys or "value" not in raw:
+        extra = f", rule: {'|'.join(rules)}" if rules else ""
+        raise SpecError(f"{where} must be {{value: NUMBER, unit: {'|'.join(units)}{extra}}}; got {raw!r}")
     v, unit = raw["value"], raw.get("unit", "nats")
     if not isinstance(v, (int, float)) or isinstance(v, bool) or not v >= 0 or not math.isfinite(v):
         raise SpecError(f"{where}.value must be a number >= 0; got {v!r}")
     if unit not in units:
         raise SpecError(f"{where}.unit must be one of {units}; got {unit!r}")
-    return Limit(float(v), unit)
+    rule = raw.get("rule", rules[0] if rules else "significant")
+    if rules and rule not in rules:
+        raise SpecError(f"{where}.rule must be one of {rules}; got {rule!r}")
+    return Limit(float(v), unit, rule)
 
 
 def parse_spec(raw, base_dir: str = ".") -> AuditSpec:
@@ -153,7 +163,7 @@ def parse_spec(raw, base_dir: str = ".") -> AuditSpec:
             max_rows=max_rows, estimator=dict(est), config=_rel(c["config"], base_dir) if c.get("config") else None,
             workers=workers,
             max_mi=_limit(alerts["max_mi"], f"{where}.alerts.max_mi", UNITS_MI) if "max_mi" in alerts else None,
-            max_change=(_limit(alerts["max_change"], f"{where}.alerts.max_change", UNITS_CHANGE)
+            max_change=(_limit(alerts["max_change"], f"{where}.alerts.max_change", UNITS_CHANGE, CHANGE_RULES)
                         if "max_change" in alerts else None),
         ))
     return AuditSpec(name, tuple(checks), concurrent)
@@ -265,8 +275,23 @@ def previous_ok(rows: list[dict], check: str, slot: str) -> dict | None:
     return prev[-1] if prev else None
 
 
-def evaluate_alerts(check: Check, mi_nats: float, h_z: float | None, prev: dict | None) -> list[dict]:
-    """The rules that fire for this estimate (empty list when none)."""
+def change_noise_nats(ci_now: tuple | None, ci_prev: tuple | None) -> float:
+    """Half-width of a 95% interval for the difference of two independent estimates: each 95% interval
+    is read as +-1.96 standard errors, the errors add in quadrature. 0 when an interval is missing."""
+    if not ci_now or not ci_prev or None in (*ci_now, *ci_prev):
+        return 0.0
+    se = [(hi - lo) / (2 * Z95) for lo, hi in (ci_now, ci_prev)]
+    return Z95 * math.hypot(*se)
+
+
+def evaluate_alerts(check: Check, mi_nats: float, h_z: float | None, prev: dict | None,
+                    ci95: tuple | None = None) -> list[dict]:
+    """The rules that fire for this estimate (empty list when none).
+
+    ``max_change`` with ``rule: significant`` (the default) fires when the change since the previous
+    slot exceeds the limit *and* the 95% noise of the difference (:func:`change_noise_nats`, from
+    both estimates' intervals); ``rule: raw`` compares the change with the limit alone.
+    """
     fired = []
     if check.max_mi is not None:
         limit = check.max_mi.nats(h_z)
@@ -278,10 +303,14 @@ def evaluate_alerts(check: Check, mi_nats: float, h_z: float | None, prev: dict 
     if check.max_change is not None and prev is not None and prev.get("mi_nats") is not None:
         limit = check.max_change.nats(None)
         change = mi_nats - prev["mi_nats"]
-        if abs(change) > limit:
+        noise = (change_noise_nats(ci95, (prev.get("ci95_low_nats"), prev.get("ci95_high_nats")))
+                 if check.max_change.rule == "significant" else 0.0)
+        if abs(change) > limit and abs(change) > noise:
+            beyond = f", beyond the 95% noise of the difference {noise:.4f}" if check.max_change.rule == "significant" else ""
             fired.append({"check": check.name, "rule": "max_change", "value_nats": mi_nats,
                           "previous_nats": prev["mi_nats"], "previous_slot": prev["slot"], "change_nats": change,
-                          "limit_nats": limit, "limit": {"value": check.max_change.value, "unit": check.max_change.unit},
+                          "limit_nats": limit, "noise_nats": noise, "change_rule": check.max_change.rule,
+                          "limit": {"value": check.max_change.value, "unit": check.max_change.unit},
                           "message": f"{check.name}: MI changed by {change:+.4f} nats since slot {prev['slot']} "
-                                     f"({prev['mi_nats']:.4f} -> {mi_nats:.4f}); limit {limit:.4f} nats"})
+                                     f"({prev['mi_nats']:.4f} -> {mi_nats:.4f}); limit {limit:.4f} nats{beyond}"})
     return fired

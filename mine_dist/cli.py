@@ -46,6 +46,8 @@ def add_estimate_args(p: argparse.ArgumentParser) -> None:
                    "(default: file name and row position)")
     g.add_argument("--max-rows", type=int, default=None, help="read at most this many rows")
     g.add_argument("--drop-nonfinite", action="store_true", help="drop rows with NaN/Inf instead of failing")
+    g.add_argument("--allow-identical", action="store_true", help="estimate even when x and z share identical "
+                   "columns (MI is then unbounded; the record keeps a warning)")
     g = p.add_argument_group("estimator")
     g.add_argument("--config", default=None, help="JSON file with an estimator config, e.g. a sweep's best.json "
                    "(its 'config' key); flags given here override it")
@@ -225,7 +227,7 @@ def check_not_in_ray_job_dir(output: str | None, data: str | None = None) -> Non
 def _estimate_and_write(args, cfg, run_id, run_dir, started, t0) -> dict:
     import torch
 
-    from mine_dist import io
+    from mine_dist import io, leaks
     from mine_dist.estimator import MINE
 
     info = io.inspect(args.data, args.x, args.z, args.row_id)
@@ -237,10 +239,12 @@ def _estimate_and_write(args, cfg, run_id, run_dir, started, t0) -> dict:
         x, z, keys, dropped = io.read_arrays(info, args.max_rows, args.drop_nonfinite)
         if dropped:
             _log(f"dropped {dropped} row(s) with NaN/Inf")
+        found = leaks.check(x, z, info.x, info.z, args.allow_identical)
         est = MINE(cfg).estimate(x, z, row_keys=keys, passthrough_x=io.passthrough_mask(info.x),
                                  passthrough_z=io.passthrough_mask(info.z), progress=not args.no_progress)
         result = est.to_dict()
         result["dropped_nonfinite"] = dropped
+        result["warnings"] = found + list(result.get("warnings") or [])
     else:
         from mine_dist.distributed import run_distributed  # Ray is imported only on this path
 
@@ -448,7 +452,7 @@ def _run_check(args, audit_name, slot, check, cfg, h_z, prev, cpus_per_worker=No
     except Exception as e:  # noqa: BLE001 - one failing check must not lose the others
         msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         return _error_row(args, audit_name, slot, check, cfg, h_z, msg, started), []
-    fired = audit.evaluate_alerts(check, rec["mi_nats"], h_z, prev)
+    fired = audit.evaluate_alerts(check, rec["mi_nats"], h_z, prev, tuple(rec["ci95_nats"]))
     row.update({"status": "ok", "error": None, "mi_nats": rec["mi_nats"], "mi_bits": rec["mi_bits"],
                 "ci95_low_nats": rec["ci95_nats"][0], "ci95_high_nats": rec["ci95_nats"][1], "bound": rec["bound"],
                 "n_test": rec["n_test"], "data_fingerprint": rec["data"]["fingerprint"],
@@ -523,22 +527,35 @@ def _report_png(audit_name: str, rows: list[dict]) -> bytes:
         ys = [r["mi_nats"] for r in ok]
         lo = [r["mi_nats"] - r["ci95_low_nats"] for r in ok]
         hi = [r["ci95_high_nats"] - r["mi_nats"] for r in ok]
-        ax.errorbar(xs, ys, yerr=[lo, hi], marker="o", capsize=4, label="MI (95% CI)")
-        for r in ok:
-            for a in json.loads(r["alerts"] or "[]"):
-                ax.plot(slots.index(r["slot"]), r["mi_nats"], "rx", ms=12, mew=2)
-        limits = {a["rule"]: a for r in ok for a in json.loads(r["alerts"] or "[]")}
+        if ok:
+            ax.errorbar(xs, ys, yerr=[lo, hi], marker="o", capsize=4, label="MI (95% CI)")
+        fired = [(r, a) for r in ok for a in json.loads(r["alerts"] or "[]")]
+        for i, (r, a) in enumerate(fired):
+            ax.plot(slots.index(r["slot"]), r["mi_nats"], "rx", ms=12, mew=2,
+                    label="alert fired" if i == 0 else None)
+            ax.annotate(a["rule"], (slots.index(r["slot"]), r["mi_nats"]), textcoords="offset points",
+                        xytext=(8, 6), fontsize=7, color="red")
+        limits = {a["rule"]: a for _, a in fired}
         if "max_mi" in limits:
-            ax.axhline(limits["max_mi"]["limit_nats"], color="red", ls="--", lw=1, label="max_mi limit")
+            ax.axhline(limits["max_mi"]["limit_nats"], color="red", ls="--", lw=1,
+                       label=f"max_mi limit {limits['max_mi']['limit_nats']:.3f}")
+        if "max_change" in limits:
+            ax.plot([], [], " ", label=f"max_change limit {limits['max_change']['limit_nats']:.3f} nats")
         h = [r["h_z_nats"] for r in ok if r.get("h_z_nats")]
         if h:
             ax.axhline(h[-1], color="grey", ls=":", lw=1, label=f"H(z) = {h[-1]:.3f}")
-        bad = [slots.index(r["slot"]) for r in rows if r["check"] == c and r["status"] != "ok"]
-        if bad:
-            ax.plot(bad, [0] * len(bad), "kv", label="failed")
+        # A failed check has no estimate: mark the slot itself (not a value of 0, which would read as MI = 0).
+        bad = [r for r in rows if r["check"] == c and r["status"] != "ok"]
+        for i, r in enumerate(bad):
+            xb = slots.index(r["slot"])
+            ax.axvspan(xb - 0.3, xb + 0.3, color="black", alpha=0.08, lw=0, label="failed (no estimate)" if i == 0 else None)
+            err = (r.get("error") or "error")
+            ax.text(xb, 0.5, err[:60] + ("..." if len(err) > 60 else ""), transform=ax.get_xaxis_transform(),
+                    rotation=90, ha="center", va="center", fontsize=6, color="black")
         ax.set_title(f"{audit_name} / {c}", fontsize=9)
         ax.set_ylabel("nats")
         ax.set_xticks(range(len(slots)), slots, rotation=30, fontsize=7)
+        ax.set_xlim(-0.6, len(slots) - 0.4)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
     fig.tight_layout()

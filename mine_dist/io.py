@@ -60,6 +60,9 @@ class DatasetInfo:
     row_id: str | None
     fingerprint: str
     schema: pa.Schema = field(repr=False)
+    # Whether the files carry Parquet page checksums (verified on read): True, False, "mixed" or
+    # None (unknown). Without them, corruption is caught only by the footer-statistics checks.
+    checksums: bool | str | None = None
 
     @property
     def rows(self) -> int:
@@ -67,7 +70,7 @@ class DatasetInfo:
 
     def record(self) -> dict:
         return {"uri": storage.describe(self.uri), "files": len(self.files), "rows": self.rows,
-                "fingerprint": self.fingerprint}
+                "fingerprint": self.fingerprint, "checksums": self.checksums}
 
 
 def _is_numeric(t: pa.DataType) -> bool:
@@ -112,6 +115,75 @@ def _open(f: str) -> pq.ParquetFile:
             raise access from None
         msg = str(e).splitlines()[0]
         raise DataError(f"corrupt or unreadable Parquet file {storage.describe(f)}: {msg}") from None
+
+
+def _first_page_has_crc(f: str, pf: pq.ParquetFile) -> bool | None:
+    """Whether the first page of the file's first column chunk carries a CRC (``write_page_checksum``;
+    off by default in pyarrow and pandas). Reads the page header's first bytes: a Thrift compact
+    struct whose fields 1-3 are i32 (type, sizes) and field 4 the optional i32 crc. None when unknown."""
+    md = pf.metadata
+    if md.num_row_groups == 0 or md.row_group(0).num_columns == 0:
+        return None
+    c = md.row_group(0).column(0)
+    offset = c.dictionary_page_offset if c.has_dictionary_page and c.dictionary_page_offset else c.data_page_offset
+    fs, path = storage.resolve(f)
+    try:
+        with fs.open_input_file(path) as fh:
+            head = fh.read_at(64, offset)
+    except (OSError, pa.ArrowException):
+        return None
+    pos, field_id = 0, 0
+    while pos < len(head):
+        byte = head[pos]
+        pos += 1
+        delta, ftype = byte >> 4, byte & 0x0F
+        if delta == 0:
+            return None  # long-form field header: not what Parquet writers emit for these fields
+        field_id += delta
+        if ftype != 5:  # not an i32: past the sizes, and no crc came before it
+            return False if field_id > 4 else None
+        if field_id == 4:
+            return True
+        if field_id > 4:
+            return False
+        while pos < len(head) and head[pos] & 0x80:  # skip the zigzag varint
+            pos += 1
+        pos += 1
+    return None
+
+
+def check_statistics(md: pq.FileMetaData, row_group: int, table: pa.Table, sides: tuple, where: str) -> None:
+    """Compare the values read from one row group with the min/max its footer recorded.
+
+    Files written without page checksums cannot prove their pages intact; a flipped byte in a
+    value usually moves it far outside the row group's recorded range, which this catches. A
+    corrupted value that stays within the range is not detectable without checksums.
+
+    Raises:
+        DataError: naming the file, row group, column and the out-of-range value.
+    """
+    numeric = {c for cs in sides if cs.kind in ("list", "scalars") for c in cs.columns}
+    rg = md.row_group(row_group)
+    for j in range(rg.num_columns):
+        meta = rg.column(j)
+        name = meta.path_in_schema.split(".", 1)[0]
+        st = meta.statistics
+        if name not in numeric or st is None or not st.has_min_max or name not in table.column_names:
+            continue
+        col = table.column(name).combine_chunks()
+        while pa.types.is_list(col.type) or pa.types.is_large_list(col.type) or pa.types.is_fixed_size_list(col.type):
+            col = col.flatten()
+        if not (pa.types.is_integer(col.type) or pa.types.is_floating(col.type)) or len(col) == 0:
+            continue
+        mm = pc.min_max(col).as_py() if not pa.types.is_floating(col.type) else \
+            pc.min_max(pc.if_else(pc.is_nan(col), None, col)).as_py()
+        lo, hi = mm["min"], mm["max"]
+        if lo is None:
+            continue
+        if lo < st.min or hi > st.max:
+            bad = lo if lo < st.min else hi
+            raise DataError(f"{where}, row group {row_group}: column {name!r} holds {bad!r}, outside the range "
+                            f"[{st.min!r}, {st.max!r}] the file's footer recorded for it: the file is corrupt")
 
 
 def _resolve_side(role: str, spec: str, schema: pa.Schema, first_file: str) -> tuple[tuple[str, ...], str]:
@@ -191,7 +263,15 @@ def inspect(uri: str, x: str, z: str, row_id: str | None = None) -> DatasetInfo:
         raise DataError(f"dataset is empty: {len(files)} file(s) under {storage.describe(uri)} hold 0 rows")
     xs = _column_set("x", xcols, xkind, schema, files, pfs)
     zs = _column_set("z", zcols, zkind, schema, files, pfs)
-    return DatasetInfo(uri, tuple(files), tuple(rows), xs, zs, row_id, h.hexdigest()[:16], schema)
+    return DatasetInfo(uri, tuple(files), tuple(rows), xs, zs, row_id, h.hexdigest()[:16], schema,
+                       _checksums(files, pfs))
+
+
+def _checksums(files: list[str], pfs: list[pq.ParquetFile], probes: int = 16) -> bool | str | None:
+    """Page checksums of the dataset, from the first page of up to ``probes`` files spread over it."""
+    picks = sorted({round(i * (len(files) - 1) / max(probes - 1, 1)) for i in range(min(probes, len(files)))})
+    seen = {_first_page_has_crc(files[i], pfs[i]) for i in picks} - {None}
+    return None if not seen else ("mixed" if len(seen) > 1 else seen.pop())
 
 
 def _column_set(role, cols, kind, schema, files, pfs) -> ColumnSet:
@@ -302,9 +382,10 @@ def read_arrays(info: DatasetInfo, max_rows: int | None = None, drop_nonfinite: 
         start = 0
         where = storage.describe(f)
         try:
-            batches = _open(f).iter_batches(columns=cols, batch_size=65536)
-            for b in batches:
-                t = pa.Table.from_batches([b])
+            pf = _open(f)
+            for rg in range(pf.metadata.num_row_groups):
+                t = pf.read_row_group(rg, columns=cols)
+                check_statistics(pf.metadata, rg, t, (info.x, info.z), where)
                 x, z = to_array(t, info.x, where), to_array(t, info.z, where)
                 keys = (t.column(info.row_id).to_numpy().astype(np.uint64) if info.row_id
                         else split.row_keys(t.num_rows, start, f))

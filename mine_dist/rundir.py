@@ -149,13 +149,14 @@ RESUME_MAY_CHANGE = ("steps", "patience", "bootstrap", "eval_negatives")
 _STEP_DIR = re.compile(r"/step_(\d+)(_final)?/state\.pt$")
 
 
-def latest_checkpoint_state(run_dir: str) -> dict | None:
-    """The training state in the newest ``checkpoints/step_*/state.pt`` of a run, or None."""
+def latest_checkpoint_state(root: str) -> dict | None:
+    """The training state in the newest ``step_*[_final]/state.pt`` under ``root`` (a run's
+    ``checkpoints/``, a sweep trial's directory), loaded with ``weights_only=True``; None if none."""
     import io
 
     import torch
 
-    files = [f for f in storage.list_files(storage.join(run_dir, "checkpoints")) if _STEP_DIR.search(f)]
+    files = [f for f in storage.list_files(root) if _STEP_DIR.search(f)]
     if not files:
         return None
     newest = max(files, key=lambda f: (int(_STEP_DIR.search(f).group(1)), bool(_STEP_DIR.search(f).group(2))))
@@ -185,7 +186,7 @@ def check_resume(run_dir: str, config: dict, request: dict) -> None:
         ValueError: one line naming every differing field, with both values.
     """
     run_id = run_dir.rstrip("/").rsplit("/", 1)[-1]
-    state = latest_checkpoint_state(run_dir)
+    state = latest_checkpoint_state(storage.join(run_dir, "checkpoints"))
     diffs = resume_conflicts(state.get("config") or {}, config) if state else []
     marker = read_marker(run_dir)
     if marker and marker.get("request"):

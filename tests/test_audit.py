@@ -249,3 +249,23 @@ def test_digits_example_runs_from_a_fresh_checkout(tmp_path, capsys, monkeypatch
     assert label["status"] == "ok" and by["v1-vs-v2"]["status"] == "ok"
     width = label["ci95_high_nats"] - label["ci95_low_nats"]
     assert 0.5 < label["mi_nats"] < math.log(10) + width  # a real dependence, below H(label)
+
+
+def test_max_change_fires_only_beyond_the_noise_of_the_difference_unless_raw():
+    sig = audit.parse_spec({"audit": "a", "checks": [
+        {"name": "c", "data": "d", "x": "x", "z": "z", "alerts": {"max_change": {"value": 0.1, "unit": "nats"}}}]})
+    raw = audit.parse_spec({"audit": "a", "checks": [
+        {"name": "c", "data": "d", "x": "x", "z": "z",
+         "alerts": {"max_change": {"value": 0.1, "unit": "nats", "rule": "raw"}}}]})
+    prev = {"mi_nats": 1.0, "slot": "s0", "ci95_low_nats": 0.7, "ci95_high_nats": 1.3}
+    noise = audit.change_noise_nats((0.9, 1.5), (0.7, 1.3))
+    assert noise == pytest.approx(np.hypot(0.3, 0.3))  # each half-width is 1.96 se: they add in quadrature
+    assert audit.evaluate_alerts(sig.checks[0], 1.2, None, prev, (0.9, 1.5)) == []  # 0.2 > 0.1 but within noise
+    fired = audit.evaluate_alerts(raw.checks[0], 1.2, None, prev, (0.9, 1.5))
+    assert [a["rule"] for a in fired] == ["max_change"] and fired[0]["change_rule"] == "raw"
+    big = audit.evaluate_alerts(sig.checks[0], 2.0, None, prev, (1.9, 2.1))
+    assert big[0]["noise_nats"] == pytest.approx(np.hypot(0.1, 0.3))
+    assert "beyond the 95% noise of the difference" in big[0]["message"]
+    with pytest.raises(audit.SpecError, match=r"alerts.max_change.rule must be one of \('significant', 'raw'\)"):
+        audit.parse_spec({"audit": "a", "checks": [{"name": "c", "data": "d", "x": "x", "z": "z",
+                                                    "alerts": {"max_change": {"value": 0.1, "rule": "z"}}}]})

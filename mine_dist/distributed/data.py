@@ -97,9 +97,11 @@ def _scan_unit(u: Unit, info: io.DatasetInfo, fractions, drop_nonfinite: bool, k
     cols = list(dict.fromkeys(list(info.x.columns) + list(info.z.columns) + ([info.row_id] if info.row_id else [])))
     where = storage.describe(u.file)
     try:
-        t = io._open(u.file).read_row_group(u.row_group, columns=cols)
+        pf = io._open(u.file)
+        t = pf.read_row_group(u.row_group, columns=cols)
     except (OSError, pa.ArrowException) as e:
         raise io.DataError(f"failed reading {where}: {str(e).splitlines()[0]}") from None
+    io.check_statistics(pf.metadata, u.row_group, t, (info.x, info.z), where)
     x, z = io.to_array(t, info.x, where), io.to_array(t, info.z, where)
     keys = (t.column(info.row_id).to_numpy().astype(np.uint64) if info.row_id
             else split.row_keys(t.num_rows, u.start, u.file))

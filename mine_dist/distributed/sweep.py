@@ -26,7 +26,7 @@ import time
 
 import torch
 
-from mine_dist import split, storage
+from mine_dist import leaks, rundir, split, storage
 from mine_dist.estimator import EstimatorConfig
 from mine_dist.distributed.train import (CHECKPOINT_FILE, auto_cpus_per_worker, estimate_on_test,
                                          materialize_train, worker_loop)
@@ -61,6 +61,7 @@ def run_sweep(args, configs: list[EstimatorConfig], info, sweep_dir: str) -> dic
     batch_max = max(c.batch_size for c in configs)
     sc = scan(info, fractions, drop, sample_rows=200_000, val_rows=base.max_eval_rows, seed=base.seed,
               max_rows=args.max_rows)
+    found = leaks.check(sc.sample_x, sc.sample_z, info.x, info.z, bool(getattr(args, "allow_identical", False)))
     if sc.counts[split.TRAIN] < batch_max * args.workers:
         raise ValueError(f"too few rows: {sc.counts[split.TRAIN]} train rows for {args.workers} worker(s) x "
                          f"batch_size up to {batch_max}")
@@ -150,6 +151,7 @@ def run_sweep(args, configs: list[EstimatorConfig], info, sweep_dir: str) -> dic
     est = estimate_on_test(info, configs[win["trial"]], state, nx, nz, sc, args, wall)
     _write_trials(sweep_dir, rows, curves, win["trial"])
     out = est.to_dict()
+    out["warnings"] = found + list(out.get("warnings") or [])
     out.update({"validation_bound_nats": win["best_val_nats"], "validation_dv_nats": win["best_val_dv_nats"],
                 "selection": "highest DV bound of the trial's critic on the validation split", "winner_trial": win["trial"],
                 "trials": len(rows), "trials_completed": sum(r["status"] == "completed" for r in rows),
@@ -182,18 +184,10 @@ def select_winner(rows: list[dict]) -> dict:
 
 
 def _latest_checkpoint_state(train_run_dir: str) -> dict:
-    files = [f for f in storage.list_files(train_run_dir) if f.endswith("/" + CHECKPOINT_FILE)]
-    if not files:
+    state = rundir.latest_checkpoint_state(train_run_dir)
+    if state is None:
         raise RuntimeError(f"no checkpoint found under {storage.describe(train_run_dir)}")
-
-    def step_of(f: str) -> tuple[int, int]:
-        name = f.rsplit("/", 2)[-2]
-        return int(name.split("_")[1]), int(name.endswith("_final"))
-
-    latest = max(files, key=step_of)
-    import io as _io
-
-    return torch.load(_io.BytesIO(storage.read_bytes(latest)), weights_only=True, map_location="cpu")
+    return state
 
 
 def _torch_bytes(state: dict) -> bytes:

@@ -19,7 +19,7 @@ import time
 import numpy as np
 import torch
 
-from mine_dist import split, storage
+from mine_dist import leaks, split, storage
 from mine_dist.estimator import (EstimatorConfig, Trainer, bound_from_scores, finish_estimate, sample_ceiling,
                                  score_rows)
 
@@ -145,6 +145,9 @@ def run_distributed(args, cfg: EstimatorConfig, info, run_dir: str) -> dict:
     sc = scan(info, fractions, drop, sample_rows=200_000, val_rows=cfg.max_eval_rows, seed=cfg.seed,
               max_rows=args.max_rows)
     counts = sc.counts
+    if sc.dropped:
+        print(f"dropped {sc.dropped} row(s) with NaN/Inf", file=sys.stderr, flush=True)
+    found = leaks.check(sc.sample_x, sc.sample_z, info.x, info.z, bool(getattr(args, "allow_identical", False)))
     if counts[split.TRAIN] < cfg.batch_size * args.workers:
         raise ValueError(f"too few rows: {counts[split.TRAIN]} train rows for {args.workers} worker(s) x "
                          f"batch_size {cfg.batch_size}")
@@ -187,6 +190,7 @@ def run_distributed(args, cfg: EstimatorConfig, info, run_dir: str) -> dict:
         state = torch.load(os.path.join(d, CHECKPOINT_FILE), weights_only=True, map_location="cpu")
     est = estimate_on_test(info, cfg, state, nx, nz, sc, args, wall)
     out = est.to_dict()
+    out["warnings"] = found + list(out.get("warnings") or [])
     out["n_test_rows_in_split"] = counts[split.TEST]
     out["dropped_nonfinite"] = sc.dropped
     out["shuffle"] = {"mode": shuffle, "within_row_group_variance_share": round(sc.grouping, 4)}
