@@ -13,7 +13,9 @@ Python process (so import cost is included in the whole-process time):
 
 Timed: ``fit s`` is the ``estimate()`` call; ``proc s`` the whole mine-dist process (interpreter
 start, imports, reading the Parquet data, fit); ``plain s`` the whole plain-loop process; ``ratio``
-= proc s / plain s. Data generation is not timed.
+= proc s / plain s (wall clock); ``cpu ratio`` the same for the processes' CPU time (user +
+system), which a machine shared with other work disturbs less than wall time. Data generation is
+not timed. The tasks run one after another, each process on one torch thread.
 
     .venv/bin/python benchmarks/suite.py                        # every task, 20k rows
     .venv/bin/python benchmarks/suite.py --tasks spiral-5x5 embed-256 --rows 20000
@@ -31,6 +33,7 @@ import os
 import statistics
 import subprocess
 import sys
+import resource
 import tempfile
 import time
 
@@ -86,14 +89,20 @@ def mine_child(data: str, steps: int | None) -> None:
           flush=True)
 
 
-def _run(cmd: list[str]) -> tuple[dict, float]:
+def _cpu_children() -> float:
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return ru.ru_utime + ru.ru_stime
+
+
+def _run(cmd: list[str]) -> tuple[dict, float, float]:
+    """Run one process; its result line, wall seconds and CPU seconds (user + system)."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-    t0 = time.perf_counter()
+    c0, t0 = _cpu_children(), time.perf_counter()
     out = subprocess.run(cmd, capture_output=True, text=True, env=env)
-    wall = time.perf_counter() - t0
+    wall, cpu = time.perf_counter() - t0, _cpu_children() - c0
     if out.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)} failed ({out.returncode}): {out.stderr.strip()[-2000:]}")
-    return json.loads(out.stdout.strip().splitlines()[-1]), wall
+    return json.loads(out.stdout.strip().splitlines()[-1]), wall, cpu
 
 
 def run_task(name: str, kind: str, params: dict, rows: int, workdir: str, steps: int | None) -> dict:
@@ -101,25 +110,27 @@ def run_task(name: str, kind: str, params: dict, rows: int, workdir: str, steps:
 
     data = os.path.join(workdir, name)
     truth = synthetic.write_dataset(synthetic.make_spec(kind, **params), rows, 4, data, seed=0)
-    mine, mine_wall = _run([sys.executable, os.path.abspath(__file__), "--child", data]
+    mine, mine_wall, mine_cpu = _run([sys.executable, os.path.abspath(__file__), "--child", data]
                            + ([] if steps is None else ["--child-steps", str(steps)]))
-    plain, plain_wall = _run([sys.executable, os.path.join(HERE, "plain_mine.py"), data]
+    plain, plain_wall, plain_cpu = _run([sys.executable, os.path.join(HERE, "plain_mine.py"), data]
                              + ([] if steps is None else ["--steps", str(steps)]))
     return {"task": name, "kind": kind, "params": params, "dims": mine.pop("dims"), "truth": truth["mi_nats"],
             "truth_se": truth["mi_stderr_nats"], "rows": rows, "mine": mine, "mine_proc_s": mine_wall,
-            "plain": plain, "plain_proc_s": plain_wall}
+            "mine_cpu_s": mine_cpu, "plain": plain, "plain_proc_s": plain_wall, "plain_cpu_s": plain_cpu,
+            "load_avg": os.getloadavg()[0]}
 
 
 def table(results: list[dict]) -> str:
     lines = ["| task | dims | truth | estimate | 95% CI | covers | error | fit s | proc s | plain est | "
-             "plain error | plain s | ratio |", "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "plain error | plain s | ratio | cpu ratio |", "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in results:
         m, p, t = r["mine"], r["plain"], r["truth"]
         lo, hi = m["ci95_nats"]
         lines.append(f"| {r['task']} | {r['dims']} | {t:.3f} | {m['mi_nats']:.3f} | [{lo:.3f}, {hi:.3f}] | "
                      f"{'yes' if lo <= t <= hi else 'no'} | {m['mi_nats'] - t:+.3f} | {m['fit_s']:.1f} | "
                      f"{r['mine_proc_s']:.1f} | {p['mi_nats']:.3f} | {p['mi_nats'] - t:+.3f} | "
-                     f"{r['plain_proc_s']:.1f} | {r['mine_proc_s'] / r['plain_proc_s']:.2f} |")
+                     f"{r['plain_proc_s']:.1f} | {r['mine_proc_s'] / r['plain_proc_s']:.2f} | "
+                     f"{r['mine_cpu_s'] / r['plain_cpu_s']:.2f} |")
     return "\n".join(lines)
 
 
@@ -132,14 +143,18 @@ def summary(results: list[dict]) -> str:
     pok = sum(within(e, r["truth"]) for e, r in zip(perr, results))
     not_worse = sum(abs(e) <= abs(pe) for e, pe in zip(err, perr))
     ratios = [r["mine_proc_s"] / r["plain_proc_s"] for r in results]
+    cpu_ratios = [r["mine_cpu_s"] / r["plain_cpu_s"] for r in results]
     return "\n".join([
         f"tasks: {n}",
         f"mine-dist: mean absolute error {statistics.mean(abs(e) for e in err):.3f} nats; within max(0.1 nat, 10%): "
         f"{ok}/{n}; 95% interval covers the truth: {cover}/{n}; median fit {statistics.median(r['mine']['fit_s'] for r in results):.1f} s; "
-        f"median process {statistics.median(r['mine_proc_s'] for r in results):.1f} s",
+        f"median process {statistics.median(r['mine_proc_s'] for r in results):.1f} s wall, "
+        f"{statistics.median(r['mine_cpu_s'] for r in results):.1f} s CPU",
         f"plain loop: mean absolute error {statistics.mean(abs(e) for e in perr):.3f} nats; within: {pok}/{n}; "
-        f"median process {statistics.median(r['plain_proc_s'] for r in results):.1f} s",
-        f"median time ratio (mine-dist process / plain process): {statistics.median(ratios):.2f}; "
+        f"median process {statistics.median(r['plain_proc_s'] for r in results):.1f} s wall, "
+        f"{statistics.median(r['plain_cpu_s'] for r in results):.1f} s CPU",
+        f"median time ratio (mine-dist process / plain process): {statistics.median(ratios):.2f} wall, "
+        f"{statistics.median(cpu_ratios):.2f} CPU; "
         f"mine-dist error <= plain error on {not_worse}/{n} tasks",
     ])
 
@@ -180,6 +195,8 @@ def main(argv=None) -> None:
     print(table(results))
     print()
     print(summary(results))
+    loads = [r["load_avg"] for r in results]
+    print(f"1-minute load average after each task: {min(loads):.1f} to {max(loads):.1f} on {os.cpu_count()} CPUs")
 
 
 if __name__ == "__main__":
