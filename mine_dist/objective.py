@@ -62,6 +62,9 @@ class ObjectiveConfig:
         ema_rate: weight of each new batch in the moving average of E[e^T] (paper: 0.01).
         seed: seeds the negative pairs (a random cyclic shift of z within the batch). Under DDP pass
             ``seed + rank``.
+        critic_steps: critic updates per training-mode call, on the same batch (new negatives
+            each time unless the caller fixes them). More than 1 helps the critic keep up when the
+            caller minimizes the term and so works against it.
     """
 
     bound: str = "mine"
@@ -69,6 +72,7 @@ class ObjectiveConfig:
     lr: float = 1e-4
     ema_rate: float = 0.01
     seed: int = 0
+    critic_steps: int = 1
 
     def __post_init__(self) -> None:
         if isinstance(self.critic, dict):
@@ -81,8 +85,10 @@ class ObjectiveConfig:
             raise ValueError(f"lr must be a finite number > 0; got {self.lr!r}")
         if isinstance(self.ema_rate, bool) or not (isinstance(self.ema_rate, (int, float)) and 0 < self.ema_rate <= 1):
             raise ValueError(f"ema_rate must be in (0, 1]; got {self.ema_rate!r}")
-        if not isinstance(self.seed, int) or isinstance(self.seed, bool) or self.seed < 0:
-            raise ValueError(f"seed must be an int >= 0; got {self.seed!r}")
+        for name, lo in (("seed", 0), ("critic_steps", 1)):
+            v = getattr(self, name)
+            if not isinstance(v, int) or isinstance(v, bool) or v < lo:
+                raise ValueError(f"{name} must be an int >= {lo}; got {v!r}")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -110,7 +116,7 @@ class MutualInformation(nn.Module):
 
     Attributes:
         ema: the moving-average state (:class:`~mine_dist.ema.EMAState`), part of ``state_dict``.
-        critic_bound: the bound on the last training batch *before* its critic step (nats).
+        critic_bound: the bound on the last training batch *before* its first critic step (nats).
     """
 
     def __init__(self, dim_x: int, dim_z: int, config: ObjectiveConfig | None = None,
@@ -143,12 +149,20 @@ class MutualInformation(nn.Module):
             gradient as gradient. The critic's parameters receive no gradient from it.
         """
         self._check(x, z)
-        if marg_index is None and self.config.critic.kind == "joint":
-            marg_index = int(torch.randint(1, x.shape[0], (1,), generator=self._gen))
-        if self.training:
+        if self.training and not torch.is_grad_enabled():
+            raise RuntimeError("a training-mode call takes a critic step and needs gradients enabled; "
+                               "call .eval() first to only read the estimate under torch.no_grad()")
+        fixed = marg_index is not None or self.config.critic.kind != "joint"
+        for k in range(self.config.critic_steps if self.training else 0):
+            if not fixed:
+                marg_index = self._shift(x.shape[0])
             out = train_step(self._step_critic(), self.optimizer, self.ema, x.detach(), z.detach(),
                              self._step_cfg, self._gen, self.collective, marg_index=marg_index)
-            self.ema, self.critic_bound = out.ema, out.bound
+            self.ema = out.ema
+            if k == 0:
+                self.critic_bound = out.bound
+        if not fixed and not self.training:
+            marg_index = self._shift(x.shape[0])
         frozen = {k: v.detach() for k, v in self.critic.named_parameters()}
         t_joint, t_marg, _ = torch.func.functional_call(self.critic, frozen, (x, z), {"marg_index": marg_index})
         return self._estimate(t_joint, t_marg)
@@ -174,6 +188,10 @@ class MutualInformation(nn.Module):
                 f"(lower lr, now {self.config.lr})"
             )
         return surrogate + (value - surrogate.detach())
+
+    def _shift(self, b: int) -> int:
+        # Batch rows are a random sample, so a random cyclic shift is a derangement (as in train_step).
+        return int(torch.randint(1, b, (1,), generator=self._gen))
 
     def _step_critic(self) -> nn.Module:
         if self.collective.world_size == 1:

@@ -109,6 +109,18 @@ def test_nwj_term_has_the_nwj_value_and_gradient():
     assert mi.ema.count == 0  # NWJ keeps no moving average
 
 
+def test_critic_steps_equal_repeated_calls_on_the_same_batch():
+    x, z = _batch(8)
+    many, one = _module(critic_steps=3), _module()
+    v_many = many(x, z, marg_index=2)
+    for _ in range(3):
+        v_one = one(x, z, marg_index=2)
+    assert many.ema == one.ema and many.ema.count == 3
+    assert float(v_many) == pytest.approx(float(v_one), rel=1e-12)
+    for p, q in zip(many.critic.parameters(), one.critic.parameters()):
+        torch.testing.assert_close(p, q, rtol=0, atol=0)
+
+
 def test_eval_mode_updates_nothing_and_reads_the_batch_bound():
     mi = _module()
     x, z = _batch(4)
@@ -177,6 +189,7 @@ def test_state_dict_from_another_config_is_refused():
     ({"lr": float("nan")}, "lr must be a finite number > 0; got nan"),
     ({"ema_rate": 1.5}, r"ema_rate must be in \(0, 1\]; got 1.5"),
     ({"seed": -1}, "seed must be an int >= 0; got -1"),
+    ({"critic_steps": 0}, "critic_steps must be an int >= 1; got 0"),
 ])
 def test_config_errors(kw, match):
     with pytest.raises(ValueError, match=match):
@@ -194,6 +207,12 @@ def test_input_errors():
         mi(x, z[:7])
     with pytest.raises(ValueError, match="batch must have at least 2 rows .*; got 1"):
         mi(x[:1], z[:1])
+
+
+def test_training_call_without_gradients_raises():
+    with pytest.raises(RuntimeError, match=r"needs gradients enabled; call .eval\(\) first"):
+        with torch.no_grad():
+            _module()(*_batch(0))
 
 
 def test_diverged_scores_raise():
@@ -344,3 +363,46 @@ def _example(name):
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod
+
+
+def test_gan_modes_example_short_run(tmp_path):
+    res = _example("gan_modes").main(["--steps", "10", "--seeds", "2", "--samples", "300", "--width", "8",
+                                      "--out", str(tmp_path)])
+    assert len(res["runs"]) == 4 and {r["beta"] for r in res["runs"]} == {0.0, 1.0}
+    for r in res["runs"]:
+        assert 0 <= r["modes"] <= 25 and 0.0 <= r["high_quality"] <= 1.0
+        assert r["beta"] == 0.0 or math.isfinite(r["mi_nats_last_500"])
+    for s in res["summary"].values():
+        assert all(math.isfinite(v) for m in s.values() for v in m.values())
+    assert json.loads((tmp_path / "results.json").read_text())["summary"] == res["summary"]
+    assert (tmp_path / "gan_modes.png").stat().st_size > 10_000
+
+
+def test_gan_mode_metrics_count_modes_and_quality():
+    mod = _example("gan_modes")
+    g = torch.Generator().manual_seed(0)
+    on_modes = mod.MODES[:3].repeat(30, 1) + 0.01 * torch.randn(90, 2, generator=g)  # 3 modes, 30 each
+    far = torch.full((10, 2), 1.0)  # between modes: low quality
+    m = mod.mode_metrics(torch.cat([on_modes, far]))
+    assert m["modes"] == 3 and m["high_quality"] == pytest.approx(0.9)
+
+
+def test_info_bottleneck_example_short_run(tmp_path):
+    res = _example("info_bottleneck").main(["--epochs", "2", "--eval-every", "1", "--seeds", "2", "--betas", "0.1",
+                                            "--width", "16", "--critic-width", "8", "--k", "4",
+                                            "--final-critic-steps", "5",
+                                            "--out", str(tmp_path)])
+    assert {r["variant"] for r in res["runs"]} == {"deterministic", "stochastic", "beta=0.1"}
+    for r in res["runs"]:
+        assert len(r["curve"]) == 2 and 0.0 <= r["test_error"] <= 1.0
+        assert all(math.isfinite(r[k]) for k in ("izy_nats", "ixz_online_nats", "ixz_final_nats"))
+        assert r["izy_nats"] <= math.log(10) + 1e-6  # a lower bound of I(Z;Y) <= H(Y) <= log 10
+    for s in res["summary"].values():
+        assert all(math.isfinite(v) for m in s.values() for v in m.values())
+    assert (tmp_path / "info_plane.png").stat().st_size > 10_000
+
+
+def test_info_bottleneck_split_is_fixed_and_stratified():
+    x_tr, y_tr, x_te, y_te = _example("info_bottleneck").load_digits()
+    assert x_tr.shape == (1297, 64) and x_te.shape == (500, 64) and float(x_tr.max()) == 1.0
+    assert torch.bincount(y_te).tolist() == [50] * 10
