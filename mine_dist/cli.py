@@ -19,7 +19,10 @@ from mine_dist import rundir, runs, storage, yamlio
 from mine_dist.critics import CriticConfig
 from mine_dist.estimator import EstimatorConfig
 
-EXIT_USAGE, EXIT_DATA, EXIT_STORAGE, EXIT_FAILED = 2, 3, 4, 5
+EXIT_USAGE, EXIT_DATA, EXIT_STORAGE, EXIT_FAILED, EXIT_ALERT, EXIT_INTERRUPTED = 2, 3, 4, 5, 6, 130
+EXIT_MEANINGS = {0: "ok", 1: "unexpected error", EXIT_USAGE: "usage or configuration error", EXIT_DATA: "data error",
+                 EXIT_STORAGE: "storage error", EXIT_FAILED: "training failed", EXIT_ALERT: "audit alert fired",
+                 EXIT_INTERRUPTED: "interrupted"}
 
 # CLI flag -> EstimatorConfig / CriticConfig field. Defaults are None so a --config file's values
 # are only overridden by flags the user actually gave.
@@ -164,14 +167,29 @@ def run_estimate(args: argparse.Namespace, cfg: EstimatorConfig | None = None) -
         if not args.resume:
             claim.release()
         raise
-    except BaseException:
+    except BaseException as e:
         # Training failed or was interrupted: keep checkpoints so the run can be resumed.
         if storage.exists(storage.join(run_dir, "checkpoints")):
+            _write_failure(run_dir, run_id, e)
             _log(f"run {run_id} stopped; continue it with --resume {run_id}")
         else:
             claim.release()
         raise
     return record
+
+
+def _write_failure(run_dir: str, run_id: str, e: BaseException) -> None:
+    """``failure.json`` beside the kept checkpoints: the exit code and the error, so a run's outcome
+    can be read from storage (``ray job submit`` only says FAILED). Best effort: never masks ``e``."""
+    code = EXIT_INTERRUPTED if isinstance(e, KeyboardInterrupt) else EXIT_FAILED
+    msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    try:
+        storage.write_json_atomic(storage.join(run_dir, "failure.json"),
+                                  {"run_id": run_id, "exit_code": code, "meaning": EXIT_MEANINGS[code],
+                                   "error": f"{type(e).__name__}: {msg}", "failed_at": runs.now_iso(),
+                                   "resume": f"--resume {run_id}"})
+    except Exception:  # noqa: BLE001 - the original failure is what the user must see
+        pass
 
 
 def _given_id(args) -> str | None:
@@ -251,6 +269,7 @@ def _estimate_and_write(args, cfg, run_id, run_dir, started, t0) -> dict:
         result = run_distributed(args, cfg, info, run_dir)
     record = _record(run_id, result, args.workers, info, truth, started, t0, run_dir)
     runs.write_run(run_dir, record, result["curves"], truth)
+    storage.delete_tree(storage.join(run_dir, "failure.json"))  # an earlier attempt's, now resumed to the end
     return record
 
 
@@ -269,6 +288,7 @@ def _record(run_id, result, workers, info, truth, started, t0, run_dir) -> dict:
         "finished_at": runs.now_iso(),
         "wall_s": round(time.perf_counter() - t0, 3),
         "run_dir": storage.describe(run_dir),
+        "exit_code": 0,
     }
 
 
@@ -345,8 +365,6 @@ def add_audit_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print the slot's results as JSON on the last line")
     p.add_argument("--no-progress", action="store_true")
 
-
-EXIT_ALERT = 6
 
 
 def run_audit_command(args: argparse.Namespace) -> tuple[dict, int]:
@@ -661,7 +679,7 @@ def dispatch(args: argparse.Namespace) -> int:
     except FloatingPointError as e:
         return _fail(e, EXIT_FAILED)
     except KeyboardInterrupt:
-        return _fail("interrupted", 130)
+        return _fail("interrupted", EXIT_INTERRUPTED)
     except Exception as e:  # noqa: BLE001 - training failures (e.g. Ray worker errors): one line, non-zero
         cause = getattr(e, "cause", None) or e.__cause__ or e
         return _fail(f"{type(e).__name__}: {str(cause).strip().splitlines()[-1] if str(cause).strip() else cause!r}",
@@ -669,6 +687,17 @@ def dispatch(args: argparse.Namespace) -> int:
     if text is not None:
         print(text, flush=True)
     return 0
+
+
+def run_entry_point(parser: argparse.ArgumentParser, argv: list[str] | None = None) -> int:
+    """A ``pipelines/`` script: dispatch, then print the exit code as the last stderr line.
+
+    ``ray job submit`` reports any non-zero exit as a FAILED job with exit status 1, so the tool's
+    own code is only readable from the job log: its last line is ``mine-dist: exit code N (meaning)``.
+    """
+    code = dispatch(parser.parse_args(argv))
+    print(f"mine-dist: exit code {code} ({EXIT_MEANINGS.get(code, 'unknown')})", file=sys.stderr, flush=True)
+    return code
 
 
 def _fail(e, code: int) -> int:

@@ -15,10 +15,10 @@ History: mine-dist report --history <output>/history --audit NAME
 import argparse
 import sys
 
-from mine_dist.cli import add_audit_args, dispatch
+from mine_dist.cli import add_audit_args, run_entry_point
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_audit_args(parser)
     parser.set_defaults(command="audit")
-    sys.exit(dispatch(parser.parse_args()))
+    sys.exit(run_entry_point(parser))

@@ -13,10 +13,10 @@ Options are exactly those of ``mine-dist estimate``; here ``--workers`` defaults
 import argparse
 import sys
 
-from mine_dist.cli import add_estimate_args, dispatch
+from mine_dist.cli import add_estimate_args, run_entry_point
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_estimate_args(parser)
     parser.set_defaults(workers=1, command="estimate")
-    sys.exit(dispatch(parser.parse_args()))
+    sys.exit(run_entry_point(parser))

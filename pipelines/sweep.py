@@ -17,10 +17,10 @@ trials.png, best_checkpoint/, estimate.json/curves.* of the winner. `mine-dist e
 import argparse
 import sys
 
-from mine_dist.cli import add_sweep_args, dispatch
+from mine_dist.cli import add_sweep_args, run_entry_point
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_sweep_args(parser)
     parser.set_defaults(command="sweep")
-    sys.exit(dispatch(parser.parse_args()))
+    sys.exit(run_entry_point(parser))

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import os
+import secrets
 import sys
 import tempfile
 import time
@@ -46,10 +47,16 @@ def worker_loop(conf: dict) -> dict:
     trainer = Trainer(cfg, conf["dx"], conf["dz"], device, collective, rank,
                       wrap=prepare_model if world > 1 else None)
     ckpt = ray.train.get_checkpoint()
+    restored = 0  # times this run's training state was restored: worker-group restarts and --resume
     if ckpt is not None:
         with ckpt.as_directory() as d:
-            trainer.load_state_dict(torch.load(os.path.join(d, CHECKPOINT_FILE), weights_only=True,
-                                               map_location=device))
+            st = torch.load(os.path.join(d, CHECKPOINT_FILE), weights_only=True, map_location=device)
+        trainer.load_state_dict(st)
+        restored = int(st.get("restored", 0)) + 1
+    if rank == 0 and conf.get("run_dir"):
+        # One file per worker-group start of this invocation: the driver counts restarts from them.
+        storage.write_text_atomic(storage.join(conf["run_dir"], "attempts",
+                                               f"{conf['invocation']}-{os.getpid()}-{time.time_ns()}"), str(restored))
     xv = torch.from_numpy(np.array(conf["val_x"])).to(device)  # copy: Ray hands read-only arrays
     zv = torch.from_numpy(np.array(conf["val_z"])).to(device)
     shard = ray.train.get_dataset_shard("train")
@@ -84,7 +91,7 @@ def worker_loop(conf: dict) -> dict:
         with tempfile.TemporaryDirectory() as d:
             checkpoint = None
             if rank == 0:
-                torch.save(trainer.state_dict(), os.path.join(d, CHECKPOINT_FILE))
+                torch.save({**trainer.state_dict(), "restored": restored}, os.path.join(d, CHECKPOINT_FILE))
                 checkpoint = ray.train.Checkpoint.from_directory(d)
             ray.train.report(metrics, checkpoint=checkpoint,
                              checkpoint_dir_name=f"step_{trainer.step_count:08d}{'_final' if final else ''}")
@@ -167,7 +174,8 @@ def run_distributed(args, cfg: EstimatorConfig, info, run_dir: str) -> dict:
     cpw = args.cpus_per_worker or auto_cpus_per_worker(args.workers, use_gpu)
     conf = {"config": cfg.to_dict(), "dx": info.x.dim, "dz": info.z.dim, "val_x": val_x, "val_z": val_z,
             "use_gpu": use_gpu, "shuffle_buffer": max(4 * cfg.batch_size, 16384),
-            "progress": not args.no_progress, "log_level": log_level(), "label": run_label(run_dir)}
+            "progress": not args.no_progress, "log_level": log_level(), "label": run_label(run_dir),
+            "run_dir": run_dir, "invocation": secrets.token_hex(6)}
     trainer = TorchTrainer(
         worker_loop,
         train_loop_config=conf,
@@ -197,6 +205,10 @@ def run_distributed(args, cfg: EstimatorConfig, info, run_dir: str) -> dict:
     out["train_split_materialized"] = cache
     out["checkpoints"] = storage.describe(storage.join(run_dir, "checkpoints"))
     out["nodes"] = len((result.return_value or {}).get("nodes", [])) or None
+    out["restored_from_checkpoint"] = int(state.get("restored", 0))
+    starts = [f for f in storage.list_files(storage.join(run_dir, "attempts"))
+              if f.rsplit("/", 1)[-1].startswith(conf["invocation"])] if storage.exists(storage.join(run_dir, "attempts")) else []
+    out["worker_restarts"] = max(len(starts) - 1, 0)
     return out
 
 
