@@ -25,7 +25,7 @@ import pyarrow.fs as pafs
 
 from mine_dist import storage
 
-MARKER = ".mine-dist-run.json"  # dot-prefixed: list_files and pyarrow datasets skip it
+MARKER = ".mine-dist-run"  # dot-prefixed: list_files and pyarrow datasets skip it
 MAX_ID_LEN = 128
 _ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 
