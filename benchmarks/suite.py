@@ -166,11 +166,16 @@ def main(argv=None) -> None:
     p.add_argument("--quick", action="store_true", help="smoke test: 3 tasks, 4000 rows, 300 steps for both "
                    "(not the default configuration)")
     p.add_argument("--jsonl", default=None, help="append each task's result here")
+    p.add_argument("--report", default=None, metavar="JSONL", help="print the table and summary of results saved "
+                   "with --jsonl (e.g. of an interrupted run) and exit")
     p.add_argument("--child", default=None, help=argparse.SUPPRESS)
     p.add_argument("--child-steps", type=int, default=None, help=argparse.SUPPRESS)
     a = p.parse_args(argv)
     if a.child:
         return mine_child(a.child, a.child_steps)
+    if a.report:
+        with open(a.report) as f:
+            return report([json.loads(line) for line in f if line.strip()], "")
     known = {t[0]: t for t in TASKS}
     names = a.tasks or (list(QUICK) if a.quick else list(known))
     unknown = [t for t in names if t not in known]
@@ -191,7 +196,11 @@ def main(argv=None) -> None:
             if a.jsonl:
                 with open(a.jsonl, "a") as f:
                     f.write(json.dumps(r) + "\n")
-    print(f"\n{len(results)} tasks, {rows} rows each{' (quick: 300 steps, not the defaults)' if a.quick else ''}\n")
+    report(results, " (quick: 300 steps, not the defaults)" if a.quick else "")
+
+
+def report(results: list[dict], note: str) -> None:
+    print(f"\n{len(results)} tasks, {results[0]['rows']} rows each{note}\n")
     print(table(results))
     print()
     print(summary(results))
