@@ -32,6 +32,48 @@ class DataError(ValueError):
 
 
 @dataclass(frozen=True)
+class DataSpec:
+    """What a run reads: a Parquet dataset at any URI and the columns of each side.
+
+    Attributes:
+        uri: a Parquet file, directory or glob (local path, ``file://``, ``s3://``, ``gs://``, ...).
+        x, z: the columns of each side (one list column, a comma list / glob of scalars, or one
+            categorical column; ``:num`` / ``:cat`` force the reading).
+        row_id: an integer column whose value decides each row's split (default: file and position).
+        max_rows: read at most this many rows.
+        drop_nonfinite: drop rows with NaN/Inf instead of failing.
+        allow_identical: estimate even when x and z share identical columns (MI is then unbounded).
+    """
+
+    uri: str
+    x: str = "x"
+    z: str = "z"
+    row_id: str | None = None
+    max_rows: int | None = None
+    drop_nonfinite: bool = False
+    allow_identical: bool = False
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.uri, str) or not self.uri.strip():
+            raise ValueError(f"--data must name a dataset; got {self.uri!r}")
+        for side in ("x", "z"):
+            v = getattr(self, side)
+            if not isinstance(v, str) or not v.strip():
+                raise ValueError(f"--{side} must name at least one column; got {v!r}")
+        if self.max_rows is not None and (not isinstance(self.max_rows, int) or isinstance(self.max_rows, bool)
+                                          or self.max_rows < 2):
+            raise ValueError(f"--max-rows must be >= 2; got {self.max_rows}")
+
+    def request(self) -> dict:
+        """What is compared when a run is resumed (credentials stripped from the URI)."""
+        return {"data": storage.describe(self.uri), "x": self.x, "z": self.z, "row_id": self.row_id,
+                "max_rows": self.max_rows, "drop_nonfinite": bool(self.drop_nonfinite)}
+
+    def inspect(self) -> "DatasetInfo":
+        return inspect(self.uri, self.x, self.z, self.row_id)
+
+
+@dataclass(frozen=True)
 class ColumnSet:
     """How one side (x or z) is read from the table."""
 

@@ -267,7 +267,7 @@ CASES = [
          not_a_dataset),
     Case("ray-job-rel", "relative `--output` inside a Ray job's working dir", [*EST, "--data", "{sb}/good", "--output",
          "runs"], 2, ray_job_dir, cwd="session_1/runtime_resources/working_dir_files/_ray_pkg_1"),
-    Case("sigint", "SIGINT during in-process training", [*EST[:2], "--steps", "1000000", "--patience", "0",
+    Case("sigint", "SIGINT during in-process training", ["estimate", "--workers", "0", "--steps", "1000000", "--patience", "0",
          "--no-progress", "--data", "{sb}/good", *OUT, "--run-id", "r1"], 130, with_(data_good, victims),
          sigint_after=1.0),
     Case("s3-unreachable", "S3 endpoint not listening", [*EST, "--data", "s3://b/data", "--output", "s3://b/out"], 4,

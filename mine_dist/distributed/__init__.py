@@ -1,5 +1,9 @@
-"""Ray at the edges: Ray Data input, Ray Train data-parallel MINE. The only package importing ray."""
+"""Ray at the edges: Ray Data input, Ray Train data-parallel MINE, Tune sweeps, a task pool.
 
-from mine_dist.distributed.train import run_distributed
+The only package that imports ray (lazily, inside the functions that need it); it never imports
+``mine_dist.cli`` or ``mine_dist.jobs``.
+"""
 
-__all__ = ["run_distributed"]
+from mine_dist.distributed.options import RayOptions
+
+__all__ = ["RayOptions"]

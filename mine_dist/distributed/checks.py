@@ -1,13 +1,15 @@
 """Running an audit's checks concurrently on Ray: one Ray task per check.
 
-Each task runs the same ``mine_dist.cli._run_check`` the sequential path runs in the driver (so
-the history row, the run directory and the alerts are identical); a check with ``workers >= 1``
-launches its own ``TorchTrainer`` from inside its task, the way Tune trials do.
+Each task runs the check function the caller passes (``mine_dist.jobs.audit.run_check``, the same
+one the sequential path runs in the driver, so the history row, the run directory and the alerts
+are identical); a check with ``workers >= 1`` launches its own ``TorchTrainer`` from inside its
+task, the way Tune trials do. Nothing here imports the CLI or the jobs layer.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 from mine_dist.distributed.train import RESERVED_CPUS
 
@@ -41,43 +43,33 @@ def task_resources(workers: int, n: int, total_cpus: float) -> tuple[float, floa
     return 0.0, max(0.1, min(1.0, (total_cpus - RESERVED_CPUS) / (n * workers)))
 
 
-def _run_check_task(args, audit_name, slot, check, cfg, h_z, prev, cpus_per_worker):
-    from mine_dist.cli import _run_check
+def run_checks(run_one: Callable, on_error: Callable, pending: list, requested: int | None, log,
+               label: str = "") -> dict:
+    """Run ``pending`` = [(check, cfg, h_z, prev)] on Ray (started here or joined), as many at once as
+    :func:`plan_concurrency` allows; returns {check name: (history row, alerts)}.
 
-    return _run_check(args, audit_name, slot, check, cfg, h_z, prev, cpus_per_worker=cpus_per_worker)
-
-
-def run_checks(args, audit_name: str, slot: str, pending: list, requested: int | None, log) -> dict:
-    """Run ``pending`` = [(check, cfg, h_z, prev)] on Ray (started here or joined); returns
-    {check name: (history row, alerts)}. With a concurrency of 1 they run one by one in this process."""
+    ``run_one(check, cfg, h_z, prev, cpus_per_worker)`` estimates one check and records it (it runs
+    inside a Ray task, so it must be picklable); ``on_error(check, cfg, h_z, message)`` records a
+    check whose task itself died. With a concurrency of 1 the checks run one by one in this process.
+    """
     import ray
 
-    from mine_dist.cli import _error_row, _run_checks_here
+    from mine_dist.distributed.pool import run_all
     from mine_dist.distributed.runtime import ensure_ray
 
     ensure_ray()
     total = float(ray.cluster_resources().get("CPU", 1.0))
-    workers = [c.workers for c, *_ in pending]
-    n = plan_concurrency(workers, requested, total)
+    n = plan_concurrency([c.workers for c, *_ in pending], requested, total)
     if n <= 1:
-        return _run_checks_here(args, audit_name, slot, pending)
-
-    log(f"[{audit_name}/{slot}] {len(pending)} check(s), {n} at a time on Ray ({total:g} CPUs)")
-    task = ray.remote(max_retries=0)(_run_check_task)
-    queue, running, out = list(pending), {}, {}
-    while queue or running:
-        while queue and len(running) < n:
-            c, cfg, h_z, prev = queue.pop(0)
-            cpus, cpw = task_resources(c.workers, n, total)
-            ref = task.options(num_cpus=cpus, name=f"audit-check-{c.name}").remote(args, audit_name, slot, c, cfg,
-                                                                                    h_z, prev, cpw)
-            running[ref] = (c, cfg, h_z)
-        ready, _ = ray.wait(list(running), num_returns=1)
-        c, cfg, h_z = running.pop(ready[0])
-        try:
-            out[c.name] = ray.get(ready[0])
-        except Exception as e:  # noqa: BLE001 - the task itself died (node lost, OOM): record it, go on
-            msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            out[c.name] = (_error_row(args, audit_name, slot, c, cfg, h_z, f"check task failed: {msg}"), [])
+        return {c.name: run_one(c, cfg, h_z, prev) for c, cfg, h_z, prev in pending}
+    log(f"[{label}] {len(pending)} check(s), {n} at a time on Ray ({total:g} CPUs)")
+    calls = []
+    for c, cfg, h_z, prev in pending:
+        cpus, cpw = task_resources(c.workers, n, total)
+        calls.append((c.name, (c, cfg, h_z, prev, cpw), {"num_cpus": cpus, "name": f"audit-check-{c.name}"}))
+    done = run_all(run_one, calls, n)
+    out = {}
+    for c, cfg, h_z, _ in pending:
+        ok, value = done[c.name]
+        out[c.name] = value if ok else (on_error(c, cfg, h_z, f"check task failed: {value}"), [])
     return out
-

@@ -26,10 +26,12 @@ import time
 
 import torch
 
-from mine_dist import leaks, rundir, split, storage
-from mine_dist.estimator import EstimatorConfig
-from mine_dist.distributed.train import (CHECKPOINT_FILE, auto_cpus_per_worker, estimate_on_test,
-                                         materialize_train, worker_loop)
+from mine_dist import rundir, storage
+from mine_dist.distributed.options import RayOptions
+from mine_dist.distributed.train import (CHECKPOINT_FILE, auto_cpus_per_worker, estimate_on_test, prepare_inputs,
+                                         worker_loop)
+from mine_dist.estimator import EstimatorConfig, MIEstimate
+from mine_dist.io import DataSpec
 
 
 SELECTION_METRIC = "best_val_dv"  # what ASHA and the final choice compare (see the module docstring)
@@ -39,9 +41,11 @@ def _trial_name(i: int) -> str:
     return f"trial-{i:03d}"
 
 
-def run_sweep(args, configs: list[EstimatorConfig], info, sweep_dir: str) -> dict:
+def run_sweep(configs: list[EstimatorConfig], info, data: DataSpec, opts: RayOptions, sweep_dir: str, *,
+              concurrent: int | None = None, grace_steps: int | None = None, resume: bool = False,
+              log=None) -> tuple[MIEstimate, dict]:
     """Run (or resume) the sweep; write trials.parquet, trials.png, best_checkpoint/; return the
-    winner's result dict (the fields of an estimate) plus sweep details."""
+    winner's test estimate and the sweep's facts for the record."""
     import ray
     from ray import tune
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
@@ -49,38 +53,22 @@ def run_sweep(args, configs: list[EstimatorConfig], info, sweep_dir: str) -> dic
     from ray.tune.integration.ray_train import TuneReportCallback
     from ray.tune.schedulers import ASHAScheduler
 
-    from mine_dist import normalize
-    from mine_dist.distributed.data import scan, split_dataset
     from mine_dist.distributed.runtime import ensure_ray, log_level, release_orphan_placement_groups
-    from mine_dist.distributed.train import _mask
 
     ensure_ray()
     base = configs[0]
-    fractions = (base.val_fraction, base.test_fraction)
-    drop = args.drop_nonfinite
     batch_max = max(c.batch_size for c in configs)
-    sc = scan(info, fractions, drop, sample_rows=200_000, val_rows=base.max_eval_rows, seed=base.seed,
-              max_rows=args.max_rows)
-    found = leaks.check(sc.sample_x, sc.sample_z, info.x, info.z, bool(getattr(args, "allow_identical", False)))
-    if sc.counts[split.TRAIN] < batch_max * args.workers:
-        raise ValueError(f"too few rows: {sc.counts[split.TRAIN]} train rows for {args.workers} worker(s) x "
-                         f"batch_size up to {batch_max}")
-    # One normalization for every trial (normalize is not swept), so trials differ only in the estimator.
-    nx = normalize.fit(base.normalize, sc.sample_x, "x", _mask(info.x))
-    nz = normalize.fit(base.normalize, sc.sample_z, "z", _mask(info.z))
-    val_x, val_z = nx.apply(sc.val_x), nz.apply(sc.val_z)
-    shuffle = args.shuffle if args.shuffle != "auto" else ("global" if sc.grouped else "blocks")
-    # Materialized once here, every trial iterates the same blocks instead of re-reading the files.
-    cache = materialize_train(args, sc.counts[split.TRAIN], info.x.dim + info.z.dim)
-    train_ds = split_dataset(info, split.TRAIN, *fractions, drop, nx, nz, shuffle_units=True, seed=base.seed,
-                             max_rows=args.max_rows, global_shuffle=shuffle == "global", materialize=cache)
+    # One scan, normalization and train dataset for every trial (normalize is not swept), so trials
+    # differ only in the estimator; materialized once, every trial iterates the same blocks.
+    prep = prepare_inputs(info, data, base, opts, batch_size=batch_max, log=log)
+    sc, val_x, val_z, train_ds = prep.scan, prep.val_x, prep.val_z, prep.train_ds
     fs, path = storage.resolve(sweep_dir)
-    use_gpu = bool(getattr(args, "gpu", False))
+    use_gpu = opts.gpu
     if use_gpu:
         configs = [EstimatorConfig.from_dict({**c.to_dict(), "device": "cuda"}) for c in configs]
-    cpw = args.cpus_per_worker or auto_cpus_per_worker(args.workers, use_gpu)
+    cpw = opts.cpus_per_worker or auto_cpus_per_worker(opts.workers, use_gpu)
     total_cpu = float(ray.cluster_resources().get("CPU", 1.0))
-    concurrent = args.concurrent or max(1, int((total_cpu - 0.5) // (args.workers * cpw + 0.01)))
+    concurrent = concurrent or max(1, int((total_cpu - 0.5) // (opts.workers * cpw + 0.01)))
     cfg_dicts = [c.to_dict() for c in configs]
     common = {"dx": info.x.dim, "dz": info.z.dim, "val_x": val_x, "val_z": val_z, "use_gpu": use_gpu,
               "progress": False, "log_level": log_level(),
@@ -96,7 +84,7 @@ def run_sweep(args, configs: list[EstimatorConfig], info, sweep_dir: str) -> dic
         TorchTrainer(
             worker_loop,
             train_loop_config={**common, "config": cfg_dicts[i]},
-            scaling_config=ScalingConfig(num_workers=args.workers, use_gpu=use_gpu,
+            scaling_config=ScalingConfig(num_workers=opts.workers, use_gpu=use_gpu,
                                          resources_per_worker={"CPU": cpw, **({"GPU": 1} if use_gpu else {})}),
             run_config=RunConfig(storage_path=path, storage_filesystem=fs, name=_trial_name(i),
                                  callbacks=[TuneReportCallback()], failure_config=FailureConfig(max_failures=1),
@@ -107,10 +95,10 @@ def run_sweep(args, configs: list[EstimatorConfig], info, sweep_dir: str) -> dic
 
     trainable = tune.with_resources(trial_fn, {"cpu": 0.01})
     tune_dir = storage.join(sweep_dir, "tune")
-    scheduler = ASHAScheduler(time_attr="step", grace_period=max(eval_every, args.grace_steps or 2 * eval_every),
+    scheduler = ASHAScheduler(time_attr="step", grace_period=max(eval_every, grace_steps or 2 * eval_every),
                               max_t=steps, reduction_factor=2)
     t0 = time.perf_counter()
-    if args.resume and storage.exists(storage.join(tune_dir, "tuner.pkl")):
+    if resume and storage.exists(storage.join(tune_dir, "tuner.pkl")):
         _, tpath = storage.resolve(tune_dir)
         tuner = tune.Tuner.restore(tpath, trainable, resume_unfinished=True, resume_errored=True,
                                    storage_filesystem=fs)
@@ -148,20 +136,19 @@ def run_sweep(args, configs: list[EstimatorConfig], info, sweep_dir: str) -> dic
     win = select_winner(rows)
     state = _latest_checkpoint_state(storage.join(sweep_dir, _trial_name(win["trial"])))
     storage.write_bytes_atomic(storage.join(sweep_dir, "best_checkpoint", CHECKPOINT_FILE), _torch_bytes(state))
-    est = estimate_on_test(info, configs[win["trial"]], state, nx, nz, sc, args, wall)
+    est = estimate_on_test(info, data, configs[win["trial"]], state, prep, opts.max_test_rows, wall)
     _write_trials(sweep_dir, rows, curves, win["trial"])
-    out = est.to_dict()
-    out["warnings"] = found + list(out.get("warnings") or [])
+    out = {"data_warnings": list(prep.warnings)}
     out.update({"validation_bound_nats": win["best_val_nats"], "validation_dv_nats": win["best_val_dv_nats"],
                 "selection": "highest DV bound of the trial's critic on the validation split", "winner_trial": win["trial"],
                 "trials": len(rows), "trials_completed": sum(r["status"] == "completed" for r in rows),
                 "trials_stopped_early": sum(r["status"].startswith("stopped") for r in rows),
                 "trials_failed": sum(r["status"] == "error" for r in rows),
                 "trials_above_ceiling": sum(r["status"] == ABOVE_CEILING for r in rows), "concurrent_trials": concurrent,
-                "shuffle": {"mode": shuffle, "within_row_group_variance_share": round(sc.grouping, 4)}})
+                "shuffle": {"mode": prep.shuffle, "within_row_group_variance_share": round(sc.grouping, 4)}})
     print(f"sweep: {len(rows)} trials, winner trial {win['trial']} (validation DV {win['best_val_dv_nats']:.4f} nats); "
           f"test estimate {est.mi_nats:.4f} nats", file=sys.stderr, flush=True)
-    return out
+    return est, out
 
 
 ABOVE_CEILING = "above the validation ceiling (not selectable)"
@@ -199,34 +186,13 @@ def _torch_bytes(state: dict) -> bytes:
 
 
 def _write_trials(sweep_dir: str, rows: list[dict], curves: dict, winner: int) -> None:
-    import io as _io
-
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     import pyarrow as pa
     import pyarrow.parquet as pq
+
+    from mine_dist import plots
 
     buf = pa.BufferOutputStream()
     pq.write_table(pa.Table.from_pylist(rows), buf)
     storage.write_bytes_atomic(storage.join(sweep_dir, "trials.parquet"), buf.getvalue().to_pybytes())
-    fig, ax = plt.subplots(figsize=(7, 4), dpi=110)
-    for i, hist in sorted(curves.items()):
-        if not hist:
-            continue
-        st = [h["step"] for h in hist]
-        v = [h["val"] for h in hist]
-        lw, alpha = (2.5, 1.0) if i == winner else (1.0, 0.6)
-        ax.plot(st, v, marker=".", lw=lw, alpha=alpha, label=f"trial {i}" + (" (winner)" if i == winner else ""))
-    ax.set_xlabel("training step")
-    ax.set_ylabel("validation DV bound (nats)")
-    ax.set_title("sweep: validation DV bound per trial (selection only; the estimate is on test)")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, ncol=2)
-    fig.tight_layout()
-    out = _io.BytesIO()
-    fig.savefig(out, format="png")
-    plt.close(fig)
-    storage.write_bytes_atomic(storage.join(sweep_dir, "trials.png"), out.getvalue())
+    storage.write_bytes_atomic(storage.join(sweep_dir, "trials.png"), plots.sweep_trials(curves, winner))
 

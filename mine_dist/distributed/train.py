@@ -17,12 +17,18 @@ import sys
 import tempfile
 import time
 
+from dataclasses import dataclass
+
 import numpy as np
 import torch
 
 from mine_dist import leaks, split, storage
-from mine_dist.estimator import (EstimatorConfig, Trainer, bound_from_scores, finish_estimate, sample_ceiling,
-                                 score_rows)
+from mine_dist.distributed.data import Scan
+from mine_dist.distributed.options import RayOptions
+from mine_dist.estimator import (EstimatorConfig, MIEstimate, Trainer, bound_from_scores, finish_estimate,
+                                 sample_ceiling, score_rows)
+from mine_dist.io import DataSpec
+from mine_dist.normalize import Normalizer
 
 CHECKPOINT_FILE = "state.pt"
 # CPUs of the cluster left free for Ray Data's read tasks and Tune's trial actors.
@@ -134,61 +140,98 @@ def auto_cpus_per_worker(workers: int, use_gpu: bool) -> float:
     return max(0.1, min(1.0, (total - RESERVED_CPUS) / workers))
 
 
-def run_distributed(args, cfg: EstimatorConfig, info, run_dir: str) -> dict:
-    """Fit on Ray Train with ``args.workers`` workers; returns the result dict of an estimate."""
-    from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
-    from ray.train.torch import TorchTrainer
+@dataclass(frozen=True)
+class Prepared:
+    """What the driver prepares before any Ray Train worker starts (shared by estimates and sweeps)."""
 
+    scan: Scan
+    nx: Normalizer
+    nz: Normalizer
+    val_x: np.ndarray  # normalized validation rows every rank checks on
+    val_z: np.ndarray
+    shuffle: str  # "blocks" or "global"
+    materialized: bool
+    train_ds: object  # the Ray Dataset of normalized train rows
+    warnings: tuple[str, ...]  # leaks and degenerate columns found on the scan sample
+
+
+def prepare_inputs(info, data: DataSpec, cfg: EstimatorConfig, opts: RayOptions, batch_size: int | None = None,
+                   log=None) -> Prepared:
+    """Scan every row group (counts, NaN/Inf, samples, grouping), check for leaks, fit the
+    normalizers on the train sample and build the train dataset.
+
+    Raises:
+        DataError: bad values, identical x-z columns (unless allowed).
+        ValueError: too few rows for the batch size and workers, or for validation and test.
+    """
     from mine_dist import normalize
     from mine_dist.distributed.data import scan, split_dataset
-    from mine_dist.distributed.runtime import ensure_ray, log_level, train_logging_config
 
-    ensure_ray()
-    use_gpu = bool(getattr(args, "gpu", False))
-    if use_gpu:
-        cfg = EstimatorConfig.from_dict({**cfg.to_dict(), "device": "cuda"})
+    log = log or _stderr
     fractions = (cfg.val_fraction, cfg.test_fraction)
-    drop = args.drop_nonfinite
-    sc = scan(info, fractions, drop, sample_rows=200_000, val_rows=cfg.max_eval_rows, seed=cfg.seed,
-              max_rows=args.max_rows)
-    counts = sc.counts
+    batch_size = batch_size or cfg.batch_size
+    sc = scan(info, fractions, data.drop_nonfinite, sample_rows=200_000, val_rows=cfg.max_eval_rows, seed=cfg.seed,
+              max_rows=data.max_rows)
     if sc.dropped:
-        print(f"dropped {sc.dropped} row(s) with NaN/Inf", file=sys.stderr, flush=True)
-    found = leaks.check(sc.sample_x, sc.sample_z, info.x, info.z, bool(getattr(args, "allow_identical", False)))
-    if counts[split.TRAIN] < cfg.batch_size * args.workers:
-        raise ValueError(f"too few rows: {counts[split.TRAIN]} train rows for {args.workers} worker(s) x "
-                         f"batch_size {cfg.batch_size}")
+        log(f"dropped {sc.dropped} row(s) with NaN/Inf")
+    found = leaks.check(sc.sample_x, sc.sample_z, info.x, info.z, data.allow_identical)
+    counts = sc.counts
+    if counts[split.TRAIN] < batch_size * opts.workers:
+        raise ValueError(f"too few rows: {counts[split.TRAIN]} train rows for {opts.workers} worker(s) x "
+                         f"batch_size {batch_size}")
     if counts[split.VAL] < 2 or counts[split.TEST] < 2:
         raise ValueError(f"too few rows: {counts[split.VAL]} validation and {counts[split.TEST]} test rows; need >= 2 each")
     nx = normalize.fit(cfg.normalize, sc.sample_x, "x", _mask(info.x))
     nz = normalize.fit(cfg.normalize, sc.sample_z, "z", _mask(info.z))
-    val_x, val_z = nx.apply(sc.val_x), nz.apply(sc.val_z)
-    shuffle = args.shuffle if args.shuffle != "auto" else ("global" if sc.grouped else "blocks")
+    shuffle = opts.shuffle if opts.shuffle != "auto" else ("global" if sc.grouped else "blocks")
     if shuffle == "global":
-        print(f"rows look grouped or sorted (within-row-group variance share {sc.grouping:.2f}): shuffling "
-              f"all train rows every epoch", file=sys.stderr, flush=True)
-    cache = materialize_train(args, counts[split.TRAIN], info.x.dim + info.z.dim)
-    train_ds = split_dataset(info, split.TRAIN, *fractions, drop, nx, nz, shuffle_units=True, seed=cfg.seed,
-                             max_rows=args.max_rows, global_shuffle=shuffle == "global", materialize=cache)
+        log(f"rows look grouped or sorted (within-row-group variance share {sc.grouping:.2f}): shuffling "
+            f"all train rows every epoch")
+    cache = materialize_train(opts.materialize, counts[split.TRAIN], info.x.dim + info.z.dim)
+    train_ds = split_dataset(info, split.TRAIN, *fractions, data.drop_nonfinite, nx, nz, shuffle_units=True,
+                             seed=cfg.seed, max_rows=data.max_rows, global_shuffle=shuffle == "global",
+                             materialize=cache)
+    return Prepared(sc, nx, nz, nx.apply(sc.val_x), nz.apply(sc.val_z), shuffle, cache, train_ds, tuple(found))
+
+
+def fit_on_ray(info, data: DataSpec, cfg: EstimatorConfig, opts: RayOptions, run_dir: str,
+               log=None) -> tuple[MIEstimate, dict]:
+    """Fit on Ray Train with ``opts.workers`` workers, checkpointing under ``<run_dir>/checkpoints``;
+    score the validation-selected critic on the test split on the driver.
+
+    Returns:
+        The estimate (the same type as the in-process estimator's) and the Ray run's facts for the
+        record (dropped rows, shuffle, materialization, nodes, restarts, data warnings).
+    """
+    from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    from mine_dist.distributed.runtime import ensure_ray, log_level, train_logging_config
+
+    ensure_ray()
+    if opts.gpu:
+        cfg = EstimatorConfig.from_dict({**cfg.to_dict(), "device": "cuda"})
+    prep = prepare_inputs(info, data, cfg, opts, log=log)
+    sc = prep.scan
     fs, path = storage.resolve(run_dir)
-    cpw = args.cpus_per_worker or auto_cpus_per_worker(args.workers, use_gpu)
-    conf = {"config": cfg.to_dict(), "dx": info.x.dim, "dz": info.z.dim, "val_x": val_x, "val_z": val_z,
-            "use_gpu": use_gpu, "shuffle_buffer": max(4 * cfg.batch_size, 16384),
-            "progress": not args.no_progress, "log_level": log_level(), "label": run_label(run_dir),
+    cpw = opts.cpus_per_worker or auto_cpus_per_worker(opts.workers, opts.gpu)
+    conf = {"config": cfg.to_dict(), "dx": info.x.dim, "dz": info.z.dim, "val_x": prep.val_x, "val_z": prep.val_z,
+            "use_gpu": opts.gpu, "shuffle_buffer": max(4 * cfg.batch_size, 16384),
+            "progress": opts.progress, "log_level": log_level(), "label": run_label(run_dir),
             "run_dir": run_dir, "invocation": secrets.token_hex(6)}
     trainer = TorchTrainer(
         worker_loop,
         train_loop_config=conf,
-        scaling_config=ScalingConfig(num_workers=args.workers, use_gpu=use_gpu,
-                                     resources_per_worker={"CPU": cpw, **({"GPU": 1} if use_gpu else {})},
-                                     placement_strategy=getattr(args, "placement", "PACK")),
+        scaling_config=ScalingConfig(num_workers=opts.workers, use_gpu=opts.gpu,
+                                     resources_per_worker={"CPU": cpw, **({"GPU": 1} if opts.gpu else {})},
+                                     placement_strategy=opts.placement),
         run_config=RunConfig(
             storage_path=path, storage_filesystem=fs, name="checkpoints",
-            failure_config=FailureConfig(max_failures=args.max_failures),
+            failure_config=FailureConfig(max_failures=opts.max_failures),
             checkpoint_config=CheckpointConfig(num_to_keep=2),
             logging_config=train_logging_config(),
         ),
-        datasets={"train": train_ds},
+        datasets={"train": prep.train_ds},
         dataset_config=DataConfig(datasets_to_split=["train"]),
     )
     t0 = time.perf_counter()
@@ -196,23 +239,22 @@ def run_distributed(args, cfg: EstimatorConfig, info, run_dir: str) -> dict:
     wall = time.perf_counter() - t0
     with result.checkpoint.as_directory() as d:
         state = torch.load(os.path.join(d, CHECKPOINT_FILE), weights_only=True, map_location="cpu")
-    est = estimate_on_test(info, cfg, state, nx, nz, sc, args, wall)
-    out = est.to_dict()
-    out["warnings"] = found + list(out.get("warnings") or [])
-    out["n_test_rows_in_split"] = counts[split.TEST]
-    out["dropped_nonfinite"] = sc.dropped
-    out["shuffle"] = {"mode": shuffle, "within_row_group_variance_share": round(sc.grouping, 4)}
-    out["train_split_materialized"] = cache
-    out["checkpoints"] = storage.describe(storage.join(run_dir, "checkpoints"))
-    out["nodes"] = len((result.return_value or {}).get("nodes", [])) or None
-    out["restored_from_checkpoint"] = int(state.get("restored", 0))
-    starts = [f for f in storage.list_files(storage.join(run_dir, "attempts"))
-              if f.rsplit("/", 1)[-1].startswith(conf["invocation"])] if storage.exists(storage.join(run_dir, "attempts")) else []
-    out["worker_restarts"] = max(len(starts) - 1, 0)
-    return out
+    est = estimate_on_test(info, data, cfg, state, prep, opts.max_test_rows, wall)
+    attempts = storage.join(run_dir, "attempts")
+    starts = ([f for f in storage.list_files(attempts) if f.rsplit("/", 1)[-1].startswith(conf["invocation"])]
+              if storage.exists(attempts) else [])
+    facts = {"data_warnings": list(prep.warnings), "n_test_rows_in_split": sc.counts[split.TEST],
+             "dropped_nonfinite": sc.dropped, "train_split_materialized": prep.materialized,
+             "shuffle": {"mode": prep.shuffle, "within_row_group_variance_share": round(sc.grouping, 4)},
+             "checkpoints": storage.describe(storage.join(run_dir, "checkpoints")),
+             "nodes": len((result.return_value or {}).get("nodes", [])) or None,
+             "restored_from_checkpoint": int(state.get("restored", 0)),
+             "worker_restarts": max(len(starts) - 1, 0)}
+    return est, facts
 
 
-def estimate_on_test(info, cfg: EstimatorConfig, state: dict, nx, nz, sc, args, wall: float):
+def estimate_on_test(info, data: DataSpec, cfg: EstimatorConfig, state: dict, prep: Prepared, max_test_rows: int,
+                     wall: float) -> MIEstimate:
     """Score the test split on the driver with the checkpoint's validation-selected critic."""
     from mine_dist.critics import build_critic
     from mine_dist.distributed.data import collect_split
@@ -220,21 +262,22 @@ def estimate_on_test(info, cfg: EstimatorConfig, state: dict, nx, nz, sc, args, 
     critic = build_critic(info.x.dim, info.z.dim, cfg.critic)
     critic.load_state_dict(state["best_state"] or state["critic"])
     critic.eval()
-    test_x, test_z = collect_split(info, split.TEST, cfg.val_fraction, cfg.test_fraction, args.drop_nonfinite, nx, nz,
-                                   args.max_test_rows, seed=cfg.seed, max_dataset_rows=args.max_rows)
+    sc = prep.scan
+    test_x, test_z = collect_split(info, split.TEST, cfg.val_fraction, cfg.test_fraction, data.drop_nonfinite,
+                                   prep.nx, prep.nz, max_test_rows, seed=cfg.seed, max_dataset_rows=data.max_rows)
     tj, tm = score_rows(critic, torch.from_numpy(test_x), torch.from_numpy(test_z), cfg, seed=cfg.seed + 11)
     return finish_estimate(cfg, tj, tm, n_train=sc.counts[split.TRAIN], n_val=sc.counts[split.VAL],
                            steps=state["step"], best_step=state["best_step"], stopped_early=state["step"] < cfg.steps,
-                           wall=wall, curves=state["curves"], normalization={"x": nx.to_dict(), "z": nz.to_dict()})
+                           wall=wall, curves=state["curves"],
+                           normalization={"x": prep.nx.to_dict(), "z": prep.nz.to_dict()})
 
 
-def materialize_train(args, train_rows: int, dim: int) -> bool:
+def materialize_train(mode: str, train_rows: int, dim: int) -> bool:
     """``--materialize``: auto = when the normalized train split takes at most a quarter of the
     object store. Then the files are read once, not once per epoch, and the read tasks stop
     competing with training for CPUs (docs/benchmarks.md)."""
     from mine_dist.distributed.data import fits_object_store
 
-    mode = getattr(args, "materialize", "auto")
     if mode == "auto":
         return fits_object_store(train_rows, dim)
     return mode == "always"
@@ -243,6 +286,10 @@ def materialize_train(args, train_rows: int, dim: int) -> bool:
 def run_label(run_dir: str) -> str:
     """Prefix of the worker's progress lines: the run id, so concurrent runs can be told apart."""
     return f"[{run_dir.rstrip('/').rsplit('/', 1)[-1]}] "
+
+
+def _stderr(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
 
 
 def _mask(cs):

@@ -1,0 +1,145 @@
+"""An estimate as a job: validate, claim the run directory, estimate (in-process or on Ray), write.
+
+A failure from bad input removes the run directory (only one the run itself created; nothing
+partial stays in storage); a training failure or interruption on the Ray path keeps its
+checkpoints, writes ``failure.json`` and says how to ``--resume``.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+from mine_dist import io, rundir, runs, storage
+from mine_dist.distributed.options import RayOptions
+from mine_dist.estimator import EstimatorConfig, MIEstimate
+from mine_dist.jobs.common import (build_record, check_device, check_not_in_ray_job_dir, log, run_id_or_new,
+                                   write_failure)
+
+
+@dataclass(frozen=True)
+class EstimateResult:
+    """A finished run: the estimate, the record written as ``estimate.json``, and where."""
+
+    estimate: MIEstimate
+    record: dict
+    run_dir: str
+
+
+@dataclass(frozen=True)
+class EstimateJob:
+    """One estimate of I(X;Z).
+
+    Attributes:
+        data: what to read.
+        config: the estimator.
+        output: where runs are written (``<output>/<run_id>/``), any URI.
+        run_id: the run's name (default: time + random suffix); one safe path segment.
+        resume: continue this Ray run from its latest checkpoint (its options must match).
+        ray: Ray Train execution; None trains in this process (no Ray start-up).
+        threads: torch threads for an in-process run.
+        progress: a progress bar (in-process) or a line per validation check (Ray).
+    """
+
+    data: io.DataSpec
+    config: EstimatorConfig = field(default_factory=EstimatorConfig)
+    output: str = "runs"
+    run_id: str | None = None
+    resume: str | None = None
+    ray: RayOptions | None = None
+    threads: int = 1
+    progress: bool = True
+
+    @property
+    def workers(self) -> int:
+        return self.ray.workers if self.ray else 0
+
+    def run(self) -> EstimateResult:
+        """Run the estimate and write its record.
+
+        Raises:
+            ValueError, FileExistsError, FileNotFoundError: bad options, ids or run state (exit 2).
+            DataError: bad input data (exit 3). StorageError: storage problems (exit 4).
+        """
+        run_id, what = run_id_or_new(self.run_id, self.resume)
+        rundir.validate_id(run_id, what)
+        if self.resume is not None and self.ray is None:
+            raise ValueError("--resume needs the Ray path (--workers >= 1): in-process runs keep no checkpoints")
+        check_device(self.config.device, self.workers, bool(self.ray and self.ray.gpu))
+        check_not_in_ray_job_dir(self.output, self.data.uri)
+        storage.check_reachable(self.output, for_write=True)
+        run_dir = runs.check_run_dir_free(self.output, run_id)
+        ckpt_dir = storage.join(run_dir, "checkpoints")
+        has_ckpt = storage.exists(ckpt_dir) and bool(storage.list_files(ckpt_dir))
+        if has_ckpt and self.resume is None:
+            raise FileExistsError(f"run {run_id!r} has checkpoints in {storage.describe(run_dir)}; "
+                                  f"pass --resume {run_id} to continue it, or choose another --run-id")
+        if self.resume is not None and not has_ckpt:
+            raise FileNotFoundError(f"--resume {run_id}: no checkpoints in {storage.describe(run_dir)}")
+        if self.resume is not None:
+            # What the Ray workers trained with (--gpu runs them on cuda).
+            ran = {**self.config.to_dict(), **({"device": "cuda"} if self.ray.gpu else {})}
+            rundir.check_resume(run_dir, ran, self.data.request())
+        claim = rundir.claim(self.output, run_id, what, request=self.data.request())
+        started, t0 = runs.now_iso(), time.perf_counter()
+        try:
+            est, record = self._estimate_and_write(run_id, run_dir, started, t0)
+        except (ValueError, TypeError, storage.StorageError, FileNotFoundError):
+            # Bad input or configuration: nothing of this run is worth keeping (a resumed run keeps
+            # what its first attempt wrote).
+            if self.resume is None:
+                claim.release()
+            raise
+        except BaseException as e:
+            # Training failed or was interrupted: keep checkpoints so the run can be resumed.
+            if storage.exists(storage.join(run_dir, "checkpoints")):
+                write_failure(run_dir, run_id, e)
+                log(f"run {run_id} stopped; continue it with --resume {run_id}")
+            else:
+                claim.release()
+            raise
+        return EstimateResult(est, record, run_dir)
+
+    def _estimate_and_write(self, run_id: str, run_dir: str, started: str, t0: float) -> tuple[MIEstimate, dict]:
+        info = self.data.inspect()
+        log(f"data: {info.rows} rows in {len(info.files)} file(s); x = {info.x.kind} {list(info.x.columns)} "
+            f"(dim {info.x.dim}), z = {info.z.kind} {list(info.z.columns)} (dim {info.z.dim})")
+        truth = runs.read_ground_truth(self.data.uri)
+        if self.ray is None:
+            est, facts = fit_in_process(info, self.data, self.config, self.threads, self.progress)
+        else:
+            from mine_dist.distributed.train import fit_on_ray  # Ray is imported only on this path
+
+            est, facts = fit_on_ray(info, self.data, self.config, self.ray, run_dir, log=log)
+        result = result_fields(est, facts)
+        record = build_record(run_id, result, self.workers, info, truth, started, t0, run_dir)
+        runs.write_run(run_dir, record, result["curves"], truth)
+        storage.delete_tree(storage.join(run_dir, "failure.json"))  # an earlier attempt's, now resumed to the end
+        return est, record
+
+
+def fit_in_process(info, data: io.DataSpec, cfg: EstimatorConfig, threads: int = 1,
+                   progress: bool = True) -> tuple[MIEstimate, dict]:
+    """Read every row into memory, check for leaks, train in this process (``--workers 0``)."""
+    import torch
+
+    from mine_dist import leaks
+    from mine_dist.estimator import MINE
+
+    torch.set_num_threads(max(1, threads))
+    x, z, keys, dropped = io.read_arrays(info, data.max_rows, data.drop_nonfinite)
+    if dropped:
+        log(f"dropped {dropped} row(s) with NaN/Inf")
+    found = leaks.check(x, z, info.x, info.z, data.allow_identical)
+    est = MINE(cfg).estimate(x, z, row_keys=keys, passthrough_x=io.passthrough_mask(info.x),
+                             passthrough_z=io.passthrough_mask(info.z), progress=progress)
+    return est, {"dropped_nonfinite": dropped, "data_warnings": found}
+
+
+def result_fields(est: MIEstimate, facts: dict) -> dict:
+    """The estimate's fields and the run's facts, with the data warnings first in ``warnings``."""
+    out = est.to_dict()
+    facts = dict(facts)
+    out["warnings"] = list(facts.pop("data_warnings", [])) + list(out.get("warnings") or [])
+    out.update(facts)
+    return out
