@@ -12,7 +12,7 @@ The same synthetic Gaussian dataset (dim 16, written under /tmp with
   ``iter_torch_batches(batch_size=B, drop_last=True, device="cpu")``, Ray Data free to use both CPUs;
 * **Ray, as the Train worker gets it**: the same Dataset through ``streaming_split(1, equal=True)``
   (what ``DataConfig(datasets_to_split=["train"])`` does), ``local_shuffle_buffer_size=max(4B,
-  16384)`` as ``run_distributed`` sets it, and Ray Data limited to the CPUs the Train worker
+  16384)`` as ``fit_on_ray`` sets it, and Ray Data limited to the CPUs the Train worker
   leaves free (cluster CPUs - ``train.auto_cpus_per_worker(1, False)``);
 * **Trainer.step fed by Ray** (batch ``--train-batch`` only): the previous reader with a
   ``Trainer.step`` on every batch, in this process, as the Train worker consumes it, with

@@ -7,7 +7,7 @@ width 256, depth 2, batch 512, ``bound=mine``) on 16 + 16 dimensional rows:
   over pre-made in-memory batches;
 * **Trainer.step**: the library's in-process step (``mine_dist.estimator.Trainer.step``) over the
   same in-memory batches;
-* **Ray**: ``mine-dist estimate --workers 1`` (``mine_dist.cli.run_estimate`` -> ``run_distributed``:
+* **Ray**: ``mine-dist estimate --workers 1`` (``mine_dist.cli.run_estimate`` -> ``fit_on_ray``:
   driver scan, Ray Data from local Parquet, ``TorchTrainer`` running ``worker_loop``) on a
   synthetic Gaussian dataset written under /tmp with ``mine_dist.synthetic.write_dataset``.
 

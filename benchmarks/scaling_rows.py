@@ -2,7 +2,7 @@
 
 For each size (default 1e5, 1e6, 1e7 rows of a Gaussian dim-16 dataset written under /tmp with
 ``mine_dist.synthetic.write_dataset`` and deleted afterwards) this runs
-``mine-dist estimate --workers 1`` (``cli.run_estimate`` -> ``run_distributed``) with
+``mine-dist estimate --workers 1`` (``cli.run_estimate`` -> ``EstimateJob.run`` -> ``fit_on_ray``) with
 ``--steps`` = one pass over the train split (``--passes`` passes; train rows ~70%, so
 ``steps = passes * 0.7 * rows * 0.995 // batch``), ``--patience 0`` and the library's defaults
 otherwise (validation every 200 steps on 10k rows, test split capped at 500k rows, 1000-resample
