@@ -118,8 +118,11 @@ def plot_curves(record: dict, curves: list[dict], truth: dict | None) -> bytes:
         ax.plot(steps, [c["val"] for c in curves], label="validation", color="#1b6fb3", marker=".")
     lo, hi = record["ci95_nats"]
     xmax = max(steps) if steps else 1
-    ax.axhspan(lo, hi, color="#fc8d62", alpha=0.25, label=f"test 95% CI [{lo:.3f}, {hi:.3f}]")
-    ax.axhline(record["mi_nats"], color="#e34a33", lw=2, label=f"test estimate {record['mi_nats']:.3f} nats")
+    ax.axhspan(lo, hi, color="#fc8d62", alpha=0.25, label=f"95% interval of the test bound [{lo:.3f}, {hi:.3f}]")
+    ax.axhline(record["mi_nats"], color="#e34a33", lw=2, label=f"test lower bound {record['mi_nats']:.3f} nats")
+    lower = record.get("lower95_nats")
+    if lower is not None and math.isfinite(lower):
+        ax.axhline(lower, color="#e34a33", ls="--", lw=1, label=f"95% one-sided lower limit {lower:.3f}")
     if record.get("best_step"):
         ax.axvline(record["best_step"], color="grey", ls=":", lw=1, label=f"selected step {record['best_step']}")
     if truth is not None and truth.get("mi_nats") is not None:
@@ -146,13 +149,32 @@ def plot_curves(record: dict, curves: list[dict], truth: dict | None) -> bytes:
 
 
 def summary(record: dict) -> str:
-    """Human summary of a record (several lines)."""
+    """Human summary of a record (several lines).
+
+    The number is a lower bound on I(X;Z) read on held-out rows, so it is printed as ``>= m`` with
+    its one-sided 95% lower confidence limit; the two-sided interval is that of the critic's bound
+    (test sampling), labelled so: its upper end is no upper limit for I(X;Z).
+    """
     lo, hi = record["ci95_nats"]
-    blo, bhi = record["ci95_bits"]
+    lower, lower_bits = record.get("lower95_nats"), record.get("lower95_bits")
+
+    def one_sided(v, unit):
+        return f", 95% one-sided >= {v:.4f} {unit}" if v is not None and math.isfinite(v) else ""
+
     lines = [
-        f"I(X;Z) ~= {record['mi_nats']:.4f} nats  (95% CI [{lo:.4f}, {hi:.4f}])",
-        f"        = {record['mi_bits']:.4f} bits  (95% CI [{blo:.4f}, {bhi:.4f}])",
-        f"bound {record['bound']}, test rows {record['n_test']}, train rows {record['n_train']}, "
+        f"lower bound on I(X;Z) on held-out rows: >= {record['mi_nats']:.4f} nats{one_sided(lower, 'nats')}",
+        f"                                        >= {record['mi_bits']:.4f} bits{one_sided(lower_bits, 'bits')}",
+    ]
+    raw = record.get("bound_nats")
+    if raw is not None and record["mi_nats"] == 0.0 and raw < 0:
+        blo, bhi = record.get("bound_ci95_nats") or (math.nan, math.nan)
+        lines.append(f"raw {record['bound']} bound {raw:.4f} nats (95% interval [{blo:.4f}, {bhi:.4f}]), clipped at 0 as "
+                     f"MI >= 0: the critic found no dependence that holds on held-out rows")
+    lines += [
+        f"bound {record['bound']}: test-sampling 95% interval of this critic's bound [{lo:.4f}, {hi:.4f}] nats "
+        f"(not an upper limit on I(X;Z)); ESS of marginal pairs "
+        + (f"{record['marginal_ess']:.0f}" if record.get("marginal_ess") is not None else "n/a"),
+        f"test rows {record['n_test']}, train rows {record['n_train']}, "
         f"steps {record['steps']} (selected {record['best_step']}), workers {record['workers']}, "
         f"{record['wall_s']:.1f} s",
     ]

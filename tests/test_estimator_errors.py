@@ -142,13 +142,13 @@ def test_estimate_above_the_sample_ceiling_is_flagged():
     def est(tj_value, bound="mine"):
         rng = np.random.default_rng(0)
         tj = tj_value + 0.1 * rng.standard_normal(100)
-        tm = 0.1 * rng.standard_normal((100, 4))  # 400 held-out marginal pairs: ceiling log 400 = 5.99
+        tm = 0.1 * rng.standard_normal((100, 4))  # 100 held-out rows: ceiling log 100 = 4.61
         return finish_estimate(EstimatorConfig(bound=bound, bootstrap=50), tj, tm, n_train=1, n_val=1, steps=1,
                                best_step=1, stopped_early=False, wall=0.0, curves=[], normalization={})
 
     high = est(9.0)
-    assert high.ceiling_nats == pytest.approx(np.log(400))
-    assert high.mi_nats > high.ceiling_nats and "exceeds log(held-out marginal pairs) = 5.99 nats" in high.warnings[0]
+    assert high.ceiling_nats == pytest.approx(np.log(100))  # McAllester-Stratos N: test rows, not pairs (issue 11)
+    assert high.mi_nats > high.ceiling_nats and "exceeds log(test rows) = 4.61 nats" in high.warnings[0]
     low = est(2.0)
     assert low.mi_nats < low.ceiling_nats and low.warnings == []
     assert "not a strict lower bound" in est(2.0, "smile").warnings[0]
