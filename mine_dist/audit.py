@@ -206,12 +206,10 @@ def categorical_entropy(info) -> float:
     """H(z) in nats of a categorical z column, from the data (all files)."""
     import pyarrow.compute as pc
 
-    from mine_dist import io
-
     col = info.z.columns[0]
     counts: dict = {}
     for f in info.files:
-        t = io._open(f).read(columns=[col]).column(0)
+        t = info.open(f).read(columns=[col]).column(0)
         if hasattr(t.type, "value_type"):
             t = t.cast(t.type.value_type)
         for row in pc.value_counts(t).to_pylist():

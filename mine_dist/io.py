@@ -105,6 +105,14 @@ class DatasetInfo:
     # Whether the files carry Parquet page checksums (verified on read): True, False, "mixed" or
     # None (unknown). Without them, corruption is caught only by the footer-statistics checks.
     checksums: bool | str | None = None
+    # Each file's parsed footer, so a run parses every footer once (inspect) and later opens (read
+    # tasks, the scan, the test split) reuse it: on object stores each footer read is a round trip.
+    metadata: tuple = field(default=(), repr=False, compare=False)
+
+    def open(self, f: str) -> pq.ParquetFile:
+        """One of the dataset's files, opened with its footer already parsed (when known)."""
+        md = dict(zip(self.files, self.metadata)).get(f) if self.metadata else None
+        return _open(f, md)
 
     @property
     def rows(self) -> int:
@@ -147,10 +155,15 @@ def list_parquet(uri: str) -> list[str]:
     return sorted(files)
 
 
-def _open(f: str) -> pq.ParquetFile:
+FOOTER_READS = [0]  # footers parsed by this process (tests and benchmarks read it)
+
+
+def _open(f: str, metadata: pq.FileMetaData | None = None) -> pq.ParquetFile:
     fs, path = storage.resolve(f)
     try:
-        return pq.ParquetFile(fs.open_input_file(path), page_checksum_verification=True)
+        if metadata is None:
+            FOOTER_READS[0] += 1
+        return pq.ParquetFile(fs.open_input_file(path), metadata=metadata, page_checksum_verification=True)
     except (pa.ArrowInvalid, OSError) as e:
         access = storage.access_error(e, f)
         if access is not None:
@@ -306,7 +319,7 @@ def inspect(uri: str, x: str, z: str, row_id: str | None = None) -> DatasetInfo:
     xs = _column_set("x", xcols, xkind, schema, files, pfs)
     zs = _column_set("z", zcols, zkind, schema, files, pfs)
     return DatasetInfo(uri, tuple(files), tuple(rows), xs, zs, row_id, h.hexdigest()[:16], schema,
-                       _checksums(files, pfs))
+                       _checksums(files, pfs), tuple(pf.metadata for pf in pfs))
 
 
 def _checksums(files: list[str], pfs: list[pq.ParquetFile], probes: int = 16) -> bool | str | None:
@@ -424,7 +437,7 @@ def read_arrays(info: DatasetInfo, max_rows: int | None = None, drop_nonfinite: 
         start = 0
         where = storage.describe(f)
         try:
-            pf = _open(f)
+            pf = info.open(f)
             for rg in range(pf.metadata.num_row_groups):
                 t = pf.read_row_group(rg, columns=cols)
                 check_statistics(pf.metadata, rg, t, (info.x, info.z), where)

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import contextlib
 import fnmatch
+import functools
 import json
 import os
 import re
@@ -180,9 +181,31 @@ def _s3_endpoint() -> str | None:
     return os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL") or None
 
 
+# The environment an S3/GCS client reads when it is built (endpoint, region, credential chain): part
+# of the cache key, so a changed variable gets a new client and an unchanged one reuses it.
+_CLIENT_ENV = ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_REGION", "AWS_DEFAULT_REGION", "AWS_ACCESS_KEY_ID",
+               "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE", "AWS_EC2_METADATA_DISABLED",
+               "GOOGLE_APPLICATION_CREDENTIALS")
+
+
+def _client_env() -> tuple:
+    return tuple(os.environ.get(k) for k in _CLIENT_ENV)
+
+
 def _s3_filesystem(
     access_key: str | None = None, secret_key: str | None = None, *, probe: bool = False
 ) -> pafs.S3FileSystem:
+    """One pyarrow S3 client per (credentials, probe, environment), reused across calls.
+
+    Built by hand rather than by ``FileSystem.from_uri``: from_uri honours ``AWS_ENDPOINT_URL`` but
+    cannot express the probe's short retry budget (``retry_strategy``, ``request_timeout``), and
+    plain ``S3FileSystem()`` ignores the endpoint variables (shared/research/storage.md, P1).
+    """
+    return _s3_client(access_key, secret_key, probe, _client_env())
+
+
+@functools.lru_cache(maxsize=16)
+def _s3_client(access_key: str | None, secret_key: str | None, probe: bool, _env: tuple) -> pafs.S3FileSystem:
     kwargs: dict[str, Any] = {
         # Defers CreateMultipartUpload until a part is full: small files become
         # one PutObject, and nothing is visible before close() in any case.
@@ -221,6 +244,11 @@ def _s3_filesystem(
 
 
 def _gcs_filesystem(*, probe: bool = False) -> pafs.GcsFileSystem:
+    return _gcs_client(probe, _client_env())
+
+
+@functools.lru_cache(maxsize=4)
+def _gcs_client(probe: bool, _env: tuple) -> pafs.GcsFileSystem:
     # pyarrow's default retry budget is 15 minutes, which turns missing credentials or no
     # network into a long hang; transient errors rarely outlast a minute.
     kwargs: dict[str, Any] = {"retry_time_limit": timedelta(seconds=3 if probe else 60)}

@@ -164,3 +164,28 @@ def test_glob_relative_and_absolute(ds, monkeypatch):
     assert len(io.inspect(str(ds / "part-1*.parquet"), "x", "z").files) == 1
     monkeypatch.chdir(ds.parent)
     assert len(io.inspect(f"{ds.name}/part-*.parquet", "x", "z").files) == 2
+
+
+def test_each_footer_is_parsed_once_per_run(tmp_path):
+    """inspect parses every footer; the in-process read, the Ray path's work units, scan task body,
+    epoch reads and test-split read reuse them (benchmarks/footer_reads.py: 128 -> 8 for 8 files)."""
+    from mine_dist import normalize, split, synthetic
+    from mine_dist.distributed import data as D
+
+    synthetic.write_dataset(synthetic.Spec(kind="gaussian", dim=2, rho=0.6), 4000, 2, str(tmp_path),
+                            row_group_size=1000)
+    before = io.FOOTER_READS[0]
+    info = io.inspect(str(tmp_path), "x", "z")
+    assert io.FOOTER_READS[0] - before == 2
+    x, _, _, _ = io.read_arrays(info)
+    us = D.units(info)
+    assert len(us) == 4
+    for u in us:
+        D._scan_unit(u, info, (0.1, 0.1), False, 5, 5, 0)
+        D.read_unit(u, info, split.TRAIN, 0.1, 0.1, False)
+    nx = normalize.fit("standard", x, "x")
+    D.collect_split(info, split.TEST, 0.1, 0.1, False, nx, nx, 10**6)
+    assert io.FOOTER_READS[0] - before == 2
+    import pickle
+
+    assert pickle.loads(pickle.dumps(info)).metadata[0].num_rows == 2000  # travels to Ray tasks with the info

@@ -34,7 +34,7 @@ def units(info: io.DatasetInfo, max_rows: int | None = None) -> list[Unit]:
     for f in info.files:
         if max_rows is not None and total >= max_rows:
             break
-        md = io._open(f).metadata
+        md = info.open(f).metadata
         start = 0
         for i in range(md.num_row_groups):
             n = md.row_group(i).num_rows
@@ -53,7 +53,7 @@ def read_unit(u: Unit, info: io.DatasetInfo, which: int, val_fraction: float, te
     cols = list(dict.fromkeys(list(info.x.columns) + list(info.z.columns) + ([info.row_id] if info.row_id else [])))
     where = storage.describe(u.file)
     try:
-        t: pa.Table = io._open(u.file).read_row_group(u.row_group, columns=cols)
+        t: pa.Table = info.open(u.file).read_row_group(u.row_group, columns=cols)
     except (OSError, pa.ArrowException) as e:
         raise io.DataError(f"failed reading {where}: {str(e).splitlines()[0]}") from None
     keys = (t.column(info.row_id).to_numpy().astype(np.uint64) if info.row_id
@@ -97,7 +97,7 @@ def _scan_unit(u: Unit, info: io.DatasetInfo, fractions, drop_nonfinite: bool, k
     cols = list(dict.fromkeys(list(info.x.columns) + list(info.z.columns) + ([info.row_id] if info.row_id else [])))
     where = storage.describe(u.file)
     try:
-        pf = io._open(u.file)
+        pf = info.open(u.file)
         t = pf.read_row_group(u.row_group, columns=cols)
     except (OSError, pa.ArrowException) as e:
         raise io.DataError(f"failed reading {where}: {str(e).splitlines()[0]}") from None

@@ -15,12 +15,12 @@ def run_all(fn: Callable, calls: list[tuple[str, tuple, dict]], limit: int) -> d
     """
     import ray
 
-    task = ray.remote(max_retries=0)(fn)
+    task = ray.remote(max_retries=0)(_call)  # fn travels as an argument: it may be a functools.partial
     queue, running, out = list(calls), {}, {}
     while queue or running:
         while queue and len(running) < max(1, limit):
             key, args, options = queue.pop(0)
-            running[task.options(**options).remote(*args)] = key
+            running[task.options(**options).remote(fn, *args)] = key
         ready, _ = ray.wait(list(running), num_returns=1)
         key = running.pop(ready[0])
         try:
@@ -28,3 +28,7 @@ def run_all(fn: Callable, calls: list[tuple[str, tuple, dict]], limit: int) -> d
         except Exception as e:  # noqa: BLE001 - recorded for the caller, the pool goes on
             out[key] = (False, str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__)
     return out
+
+
+def _call(fn: Callable, *args):
+    return fn(*args)
