@@ -141,6 +141,11 @@ def test_readout_unreliable_fires_when_a_few_pairs_carry_the_partition_term():
     assert heavy.marginal_ess < MIN_ESS
     assert any(w.startswith("readout unreliable: the effective sample size") and "32000 held-out" in w
                for w in heavy.warnings)
+    # many pairs carry the weight, but the value is above the log of their effective number
+    high = _finish(12.0 + rng.standard_normal(n), 0.3 * rng.standard_normal((n, 16)))
+    assert high.marginal_ess > MIN_ESS
+    assert any("exceeds log(ESS) = " in w for w in high.warnings)
+    assert any("exceeds log(test rows) = 7.60 nats" in w for w in high.warnings)
 
 
 def _curves(vals, train=None, every=100):
