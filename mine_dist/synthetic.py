@@ -47,7 +47,7 @@ import functools
 import json
 import math
 from dataclasses import asdict, dataclass
-from typing import Callable, Protocol
+from typing import Callable, ClassVar, Protocol
 
 import numpy as np
 
@@ -428,6 +428,7 @@ def additive_noise_mi(noise: float) -> float:
 class AdditiveNoiseSpec:
     """``dim`` independent coordinates, each X ~ U(0, 1) and Z = X + U(-noise, noise)."""
 
+    kind: ClassVar[str] = "additive-noise"
     dim: int = 1
     noise: float = 0.1
 
@@ -435,8 +436,6 @@ class AdditiveNoiseSpec:
         _check_int("dim", self.dim, 1)
         if not (isinstance(self.noise, (int, float)) and self.noise > 0 and math.isfinite(self.noise)):
             raise ValueError(f"noise must be a finite number > 0; got {self.noise!r}")
-
-    kind = "additive-noise"
 
     def sample(self, n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
         x = rng.uniform(0.0, 1.0, (n, self.dim))
@@ -578,6 +577,8 @@ class Param:
 
 @dataclass(frozen=True)
 class Kind:
+    """A ``make-data`` kind: its parameters and the function that builds it from them."""
+
     name: str
     help: str
     params: tuple[Param, ...]
@@ -697,6 +698,23 @@ def make_spec(kind: str, **params) -> Distribution:
     for n, v in given.items():
         values[n] = _coerce(kind, k.param(n), v)
     return k.build(**values)
+
+
+def param_options() -> list[Param]:
+    """One parameter per name over all kinds (a name has one type everywhere), default None, the
+    help naming the kinds that take it: what a command line declares as ``--name`` options before
+    passing them all to ``make_spec`` (each kind then fills its own defaults)."""
+    by_name: dict[str, list[tuple[str, Param]]] = {}
+    for kind in KINDS.values():
+        for p in kind.params:
+            by_name.setdefault(p.name, []).append((kind.name, p))
+    out = []
+    for name, uses in by_name.items():
+        first = uses[0][1]
+        where = ", ".join(k if p.default is None else f"{k} (default {p.default:g})" if p.type is float
+                          else f"{k} (default {p.default})" for k, p in uses)
+        out.append(Param(name, first.type, None, f"{first.help}; for {where}", first.choices))
+    return out
 
 
 def parse_params(kind: str, items: list[str]) -> dict:

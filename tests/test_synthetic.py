@@ -169,6 +169,16 @@ def test_parameter_names_have_one_type_across_kinds():
             assert p.default is None or isinstance(p.default, p.type)
 
 
+def test_param_options_cover_every_kind_once_per_name():
+    opts = {p.name: p for p in S.param_options()}
+    assert len(opts) == len(S.param_options())
+    for kind in S.KINDS.values():
+        for p in kind.params:
+            assert opts[p.name].type is p.type and opts[p.name].default is None
+            assert kind.name in opts[p.name].help
+    assert "dim_x" in opts and opts["structure"].choices == S.STRUCTURES
+
+
 def test_make_spec_keeps_the_original_kinds_identical():
     for kind, kw in [("gaussian", dict(dim=3, rho=0.5, transform="cauchy")), ("independent", dict(dim=2)),
                      ("mixture", dict(dim=6, classes=3, sep=1.5, transform="cubic"))]:
