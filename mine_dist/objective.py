@@ -163,7 +163,7 @@ class MutualInformation(nn.Module):
                 self.critic_bound = out.bound
         if not fixed and not self.training:
             marg_index = self._shift(x.shape[0])
-        frozen = {k: v.detach() for k, v in self.critic.named_parameters()}
+        frozen = {name: p.detach() for name, p in self.critic.named_parameters()}
         t_joint, t_marg, _ = torch.func.functional_call(self.critic, frozen, (x, z), {"marg_index": marg_index})
         return self._estimate(t_joint, t_marg)
 

@@ -103,6 +103,15 @@ def plot(samples: dict):  # -> matplotlib Figure
     return fig
 
 
+def print_table(table: dict) -> None:
+    """The markdown table of docs/objective.md: mean ± sd [min, max] over seeds."""
+    print("| variant | modes captured (of 25): mean ± sd [min, max] | high-quality share |\n|---|---|---|")
+    for name, s in table.items():
+        m, h = s["modes"], s["high_quality"]
+        print(f"| {name} | {m['mean']:.1f} ± {m['sd']:.1f} [{m['min']:.0f}, {m['max']:.0f}] "
+              f"| {100 * h['mean']:.1f}% ± {100 * h['sd']:.1f} [{100 * h['min']:.1f}, {100 * h['max']:.1f}] |")
+
+
 def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--seeds", type=int, default=3)
@@ -136,11 +145,7 @@ def main(argv: list[str] | None = None) -> dict:
         table[f"beta={beta:g}"] = {k: summary(sub, k) for k in ("modes", "high_quality")}
     result = {"args": vars(args), "runs": rows, "summary": table, "wall_s": time.time() - t0}
     write_outputs(result, args.out, plot(first), args.png or os.path.join(args.out, "gan_modes.png"))
-    print(f"| variant | modes captured (of 25): mean ± sd [min, max] | high-quality share |\n|---|---|---|")
-    for name, s in table.items():
-        m, h = s["modes"], s["high_quality"]
-        print(f"| {name} | {m['mean']:.1f} ± {m['sd']:.1f} [{m['min']:.0f}, {m['max']:.0f}] "
-              f"| {100 * h['mean']:.1f}% ± {100 * h['sd']:.1f} [{100 * h['min']:.1f}, {100 * h['max']:.1f}] |")
+    print_table(table)
     return result
 
 
