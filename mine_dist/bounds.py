@@ -20,12 +20,11 @@ References:
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-
-BOUNDS = ("mine", "mine-f", "infonce", "smile", "dv")
-"""Names accepted wherever a bound is chosen. ``mine`` is DV with the EMA-corrected gradient."""
 
 
 def logmeanexp(t: torch.Tensor) -> torch.Tensor:
@@ -116,3 +115,60 @@ def _check_square(scores: torch.Tensor) -> None:
         raise ValueError(
             f"scores must be a square (B, B) matrix with B >= 2; got shape {tuple(scores.shape)}"
         )
+
+
+# ----------------------------------------------------------------------------- the registry
+
+
+@dataclass(frozen=True)
+class Bound:
+    """Everything the rest of mine-dist needs to know about one bound, in one place.
+
+    Attributes:
+        name: what users choose (``--bound``, a config's ``bound``).
+        objective: ``(t_joint, t_marg, scores, tau) -> 0-d tensor``, the batch value whose gradient
+            trains the critic; None for ``mine``, whose EMA-corrected surrogate needs the
+            synchronized moving average (``estimator.train_step``).
+        readout: the held-out value read from test scores: ``dv`` (E_P[T] - log E_Q[e^T]), ``nwj``
+            (E_P[T] - E_Q[e^(T-1)]) or ``infonce`` (per-row, the row's block as candidates).
+        clipped: the readout clips the partition scores to +-tau (SMILE).
+        all_pairs: training and scoring need every pair of a block (the B x B matrix).
+        capped: the value cannot exceed log(candidates); the record states the cap.
+        strict: a lower bound on MI for any critic (SMILE's clipped value is not).
+        sweepable: a sweep may select it (only strict bounds: a sweep rewards overshooting).
+        summary: one line for help texts.
+    """
+
+    name: str
+    objective: Callable | None
+    readout: str
+    clipped: bool = False
+    all_pairs: bool = False
+    capped: bool = False
+    strict: bool = True
+    sweepable: bool = True
+    summary: str = ""
+
+
+REGISTRY: dict[str, Bound] = {b.name: b for b in (
+    Bound("mine", None, "dv", summary="DV with the paper's EMA-corrected gradient (the default)"),
+    Bound("mine-f", lambda tj, tm, s, tau: nwj(tj, tm), "nwj", summary="NWJ (MINE-f): unbiased gradient, looser"),
+    Bound("infonce", lambda tj, tm, s, tau: infonce(s), "infonce", all_pairs=True, capped=True,
+          summary="InfoNCE: every candidate of a block; capped at log(candidates)"),
+    Bound("smile", lambda tj, tm, s, tau: smile(tj, tm, tau), "dv", clipped=True, strict=False, sweepable=False,
+          summary="SMILE: JS training, DV value with clipped partition scores; can overshoot"),
+    Bound("dv", lambda tj, tm, s, tau: dv(tj, tm), "dv", summary="DV with the plain (biased) minibatch gradient"),
+)}
+BOUNDS = tuple(REGISTRY)
+"""Names accepted wherever a bound is chosen. ``mine`` is DV with the EMA-corrected gradient."""
+
+
+def spec(name: str) -> Bound:
+    """The registry entry of ``name``.
+
+    Raises:
+        ValueError: not a known bound.
+    """
+    if name not in REGISTRY:
+        raise ValueError(f"bound must be one of {BOUNDS}; got {name!r}")
+    return REGISTRY[name]

@@ -173,17 +173,18 @@ def train_step(
         collective: cross-rank reductions (``LOCAL`` in one process).
         marg_index: optional (B,) derangement (or int shift) to use instead of drawing one (tests).
     """
-    joint_pairs = cfg.critic.kind == "joint" and cfg.bound != "infonce"
+    bound = B.spec(cfg.bound)
+    joint_pairs = cfg.critic.kind == "joint" and not bound.all_pairs
     if joint_pairs and marg_index is None:
         # Batch rows are a random sample, so a random cyclic shift is a derangement as good as a
         # uniform one, at a fraction of the cost of drawing a permutation every step.
         marg_index = int(torch.randint(1, x.shape[0], (1,), generator=generator))
     with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16"):
-        t_joint, t_marg, scores = critic(x, z, marg_index=marg_index, matrix=cfg.bound == "infonce")
+        t_joint, t_marg, scores = critic(x, z, marg_index=marg_index, matrix=bound.all_pairs)
     if cfg.precision != "fp32":  # the bounds' exp / logsumexp in float32
         t_joint, t_marg = t_joint.float(), t_marg.float()
         scores = scores.float() if scores is not None else None
-    if cfg.bound == "mine":
+    if bound.objective is None:  # mine: the EMA-corrected surrogate
         # One host sync for both statistics; the log-space reduction happens on Python floats.
         tj_local, lse = torch.stack([t_joint.detach().mean(), torch.logsumexp(t_marg.detach(), 0)]).tolist()
         n = t_marg.numel()
@@ -193,14 +194,7 @@ def train_step(
         (tj_mean,) = collective.mean([tj_local])
         value = tj_mean - (glse - math.log(gn))
     else:
-        if cfg.bound == "dv":
-            objective = B.dv(t_joint, t_marg)
-        elif cfg.bound == "mine-f":
-            objective = B.nwj(t_joint, t_marg)
-        elif cfg.bound == "smile":
-            objective = B.smile(t_joint, t_marg, cfg.smile_tau)
-        else:
-            objective = B.infonce(scores)
+        objective = bound.objective(t_joint, t_marg, scores, cfg.smile_tau)
         (value,) = collective.mean([float(objective.detach())])
     if not math.isfinite(value):
         raise FloatingPointError(
@@ -264,7 +258,7 @@ def score_rows(
 
 def _full_pairs(cfg: EstimatorConfig) -> bool:
     """Whether held-out rows are scored against every other row of their block."""
-    return cfg.critic.kind == "separable" or cfg.bound == "infonce"
+    return cfg.critic.kind == "separable" or B.spec(cfg.bound).all_pairs
 
 
 def block_sizes(n: int, batch_size: int) -> np.ndarray:
@@ -283,7 +277,7 @@ def bound_from_scores(bound: str, tj: np.ndarray, tm: np.ndarray, tau: float = 5
     ``terms``: this bound's ``_marginal_terms(bound, tm, tau)`` when already computed (one pass
     over the scores is shared by the value, the interval and the ESS).
     """
-    if bound == "infonce":
+    if B.spec(bound).readout == "infonce":
         return float(np.mean(_infonce_terms(tj, tm)[0]))
     e, shift = terms or _marginal_terms(bound, tm, tau)
     return float(_bound_of_sums(bound, tj.mean(), e.sum(), np.isfinite(tm).sum(), shift))
@@ -292,9 +286,10 @@ def bound_from_scores(bound: str, tj: np.ndarray, tm: np.ndarray, tau: float = 5
 def _marginal_terms(bound: str, tm: np.ndarray, tau: float) -> tuple[np.ndarray, float]:
     """Per-pair terms of the partition function, ``(e (n, K), shift)``: exp(t - shift) for the DV
     family (SMILE: t clipped to +-tau), exp(t - 1 - shift) for NWJ; 0 on padding (exp(-inf))."""
-    if bound == "smile":
+    spec = B.spec(bound)
+    if spec.clipped:
         tm = np.where(np.isfinite(tm), np.clip(tm, -tau, tau), -np.inf)
-    offset = 1.0 if bound == "mine-f" else 0.0
+    offset = 1.0 if spec.readout == "nwj" else 0.0
     shift = float(np.max(tm)) - offset
     e = np.subtract(tm, shift + offset)
     return np.exp(e, out=e), shift
@@ -303,7 +298,7 @@ def _marginal_terms(bound: str, tm: np.ndarray, tau: float) -> tuple[np.ndarray,
 def _bound_of_sums(bound: str, tj_mean, e_sum, count, shift):
     """The DV family / NWJ value from the joint mean and the (shifted) partition sum and count;
     works on arrays of resampled sums too."""
-    if bound == "mine-f":
+    if B.spec(bound).readout == "nwj":
         return tj_mean - np.exp(shift) * e_sum / count
     return tj_mean - (np.log(e_sum) - np.log(count) + shift)
 
@@ -357,7 +352,7 @@ def marginal_ess(bound: str, tm: np.ndarray, tau: float = 5.0, terms=None) -> fl
     None for InfoNCE, whose per-row normalizers are bounded by its cap). When a few pairs carry most
     of the weight, the held-out mean of e^T is decided by the tail the sample happened to contain:
     the DV / NWJ value then reads high and its interval is too narrow (docs/benchmarks.md)."""
-    if bound == "infonce":
+    if B.spec(bound).readout == "infonce":
         return None
     e, _ = terms or _marginal_terms(bound, tm, tau)
     return float(e.sum() ** 2 / np.einsum("ij,ij->", e, e))
@@ -374,7 +369,7 @@ def _row_statistics(bound: str, tj, tm, tau, sizes: np.ndarray, full: bool, term
     normalizer: sum_i 1/(k_i + 1) - p_ij, the joint candidate included).
     """
     ones = np.ones_like(tj)
-    if bound == "infonce":
+    if B.spec(bound).readout == "infonce":
         terms, p_joint, p_neg = _infonce_terms(tj, tm)
         q = np.where(np.isfinite(tm), 1.0 / (np.isfinite(tm).sum(1, keepdims=True) + 1) - p_neg, 0.0)
         own = 1.0 / (np.isfinite(tm).sum(1) + 1) - p_joint
@@ -389,7 +384,7 @@ def _row_statistics(bound: str, tj, tm, tau, sizes: np.ndarray, full: bool, term
 def _resampled_bounds(bound: str, stats: np.ndarray, shift: float, w: np.ndarray) -> np.ndarray:
     """Bounds (R,) under row weights ``w`` (R, n), from :func:`_row_statistics`."""
     sums, tot = w @ stats, stats.sum(0)  # (R, columns), (columns,); tot[0] = rows
-    if bound == "infonce":
+    if B.spec(bound).readout == "infonce":
         return sums[:, 1] / sums[:, 0] + (sums[:, 2] - tot[2]) / tot[0]
     # sum_i w_i (x-side + z-side) minus the unweighted total: sum over pairs of (w_i + w_j - 1) e_ij.
     # In a far tail the linear weights could push the sum to <= 0; floor it (the ESS warning fires there).
@@ -461,7 +456,7 @@ def _poisson1(rng: np.random.Generator, shape: tuple[int, int]) -> np.ndarray:
 def _row_only_statistics(bound: str, tj, tm, tau, terms=None) -> tuple[np.ndarray, float]:
     """The old row bootstrap's columns: each row's weight on its joint score and its own negatives."""
     ones = np.ones_like(tj)
-    if bound == "infonce":
+    if B.spec(bound).readout == "infonce":
         return np.stack([ones, _infonce_terms(tj, tm)[0]], 1), 0.0
     e, shift = terms or _marginal_terms(bound, tm, tau)
     return np.stack([ones, tj, e.sum(1), np.isfinite(tm).sum(1)], 1), shift
@@ -469,7 +464,7 @@ def _row_only_statistics(bound: str, tj, tm, tau, terms=None) -> tuple[np.ndarra
 
 def _row_only_bounds(bound: str, stats: np.ndarray, shift: float, w: np.ndarray) -> np.ndarray:
     sums = w @ stats
-    if bound == "infonce":
+    if B.spec(bound).readout == "infonce":
         return sums[:, 1] / sums[:, 0]
     return _bound_of_sums(bound, sums[:, 1] / sums[:, 0], sums[:, 2], sums[:, 3], shift)
 
@@ -701,7 +696,7 @@ def readout_warnings(cfg: EstimatorConfig, raw: float, n_test: int, ess: float |
     by a few marginal pairs (effective sample size below :data:`MIN_ESS`)."""
     notes = []
     ceiling = math.log(max(n_test, 1))
-    if cfg.bound != "infonce" and raw > ceiling:
+    if not B.spec(cfg.bound).capped and raw > ceiling:
         notes.append(f"the estimate {raw:.2f} nats exceeds log(test rows) = {ceiling:.2f} nats, the most {n_test} "
                      f"held-out rows can certify (McAllester & Stratos 2020): it is not reliable; use more test rows "
                      f"(--max-test-rows)")
@@ -711,8 +706,8 @@ def readout_warnings(cfg: EstimatorConfig, raw: float, n_test: int, ess: float |
                      f"marginal pairs is {ess:.0f} ({why}): a few pairs decide the partition term, so the "
                      f"value tends to read high and its interval to be too narrow; use more test rows or read a "
                      f"lower MI (fewer or coarser features)")
-    if cfg.bound == "smile":
-        notes.append("smile is not a strict lower bound (clipped partition term): it can exceed the true MI")
+    if not B.spec(cfg.bound).strict:
+        notes.append(f"{cfg.bound} is not a strict lower bound (clipped partition term): it can exceed the true MI")
     return notes
 
 
@@ -754,7 +749,8 @@ def finish_estimate(cfg: EstimatorConfig, tj, tm, *, n_train, n_val, steps, best
     ``bound_ci95_nats``, ``bound_lower95_nats``). A raw value below 0 means the critic found no
     dependence that generalizes to held-out rows.
     """
-    terms = None if cfg.bound == "infonce" else _marginal_terms(cfg.bound, tm, cfg.smile_tau)
+    spec = B.spec(cfg.bound)
+    terms = None if spec.readout == "infonce" else _marginal_terms(cfg.bound, tm, cfg.smile_tau)
     raw = bound_from_scores(cfg.bound, tj, tm, cfg.smile_tau, terms)
     sizes, full = block_sizes(tj.shape[0], cfg.batch_size), _full_pairs(cfg)
     # Scores not in score_rows' layout (built by hand) fall back to the row bootstrap, and say so.
@@ -763,7 +759,7 @@ def finish_estimate(cfg: EstimatorConfig, tj, tm, *, n_train, n_val, steps, best
                                  batch_size=cfg.batch_size if paired else None, full=full, terms=terms)
     mi, clo, chi, clower = max(raw, 0.0), max(lo, 0.0), max(hi, 0.0), max(lower, 0.0)
     # InfoNCE averages per-row values, each at most log(its candidates): the cap is their mean.
-    cap = float(np.mean(np.log(np.isfinite(tm).sum(1) + 1))) if cfg.bound == "infonce" else None
+    cap = float(np.mean(np.log(np.isfinite(tm).sum(1) + 1))) if spec.capped else None
     ceiling = None if cap is not None else sample_ceiling(tm)
     ess = marginal_ess(cfg.bound, tm, cfg.smile_tau, terms)
     notes = (readout_warnings(cfg, raw, int(tj.shape[0]), ess, int(np.isfinite(tm).sum()))

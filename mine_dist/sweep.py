@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from mine_dist import bounds as B
 from mine_dist.critics import CriticConfig
 from mine_dist.estimator import EstimatorConfig
 
@@ -96,8 +97,9 @@ def parse_space(raw: dict | None, where: str = "search space") -> SearchSpace:
                 if not isinstance(v, (int, float)) or isinstance(v, bool) or not v > 0:
                     raise ValueError(f"{where}: {key} choices must be positive numbers; got {v!r}")
         choices[key] = tuple(vals)
-    if "smile" in choices.get("bound", ()):
-        raise ValueError(f"{where}: bound 'smile' cannot be swept: {NOT_A_BOUND}")
+    for name in choices.get("bound", ()):
+        if name in B.REGISTRY and not B.REGISTRY[name].sweepable:
+            raise ValueError(f"{where}: bound {name!r} cannot be swept: {NOT_A_BOUND}")
     space = SearchSpace(choices, logu)
     # Every combination's parts must be valid: build one config per choice to fail early.
     for key, vals in choices.items():

@@ -7,6 +7,7 @@ import json
 import time
 from dataclasses import dataclass, field
 
+from mine_dist import bounds as B
 from mine_dist import io, rundir, runs, storage, sweep, yamlio
 from mine_dist.distributed.options import RayOptions
 from mine_dist.estimator import EstimatorConfig
@@ -38,8 +39,8 @@ class SweepJob:
 
     def run(self) -> dict:
         """Run (or resume) the sweep; returns the record written as ``best.json``."""
-        if self.base.bound == "smile":
-            raise ValueError(f"--bound smile cannot be a sweep's base configuration: {sweep.NOT_A_BOUND}")
+        if not B.spec(self.base.bound).sweepable:
+            raise ValueError(f"--bound {self.base.bound} cannot be a sweep's base configuration: {sweep.NOT_A_BOUND}")
         raw = yamlio.read(self.space, f"--space {self.space}") if self.space else None
         space = sweep.parse_space(raw, where=f"--space {self.space}" if self.space else "default search space")
         configs = sweep.sample_trials(space, self.base, self.trials, self.sweep_seed)
