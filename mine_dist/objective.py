@@ -29,7 +29,7 @@ concatenated batch. ``tests/test_objective.py`` checks 2 gloo processes against 
 References:
     Belghazi et al., "Mutual Information Neural Estimation", ICML 2018: sec. 3.2 (bias-corrected
     gradient), sec. 5.1 (maximizing MI against mode collapse), sec. 5.3 (Information Bottleneck),
-    sec. 8.1.2 of the appendix (adaptive gradient clipping).
+    the appendix's adaptive gradient clipping.
 """
 
 from __future__ import annotations
@@ -235,7 +235,7 @@ def adaptive_clip(mi_grads: Sequence[torch.Tensor], main_grads: Sequence[torch.T
                   factor: float = 1.0) -> list[torch.Tensor]:
     """Scale the MI term's gradient so its norm is at most ``factor`` times the main loss's.
 
-    ``g_a = min(||g_m||, factor * ||g_u||) * g_m / ||g_m||`` (MINE, appendix sec. 8.1.2, with
+    ``g_a = min(||g_m||, factor * ||g_u||) * g_m / ||g_m||`` (MINE, appendix, "adaptive clipping", with
     ``factor = 1``), norms over all tensors together. The MI term then steers the update without
     ever dominating the main objective, whatever beta is. Returns new tensors.
 

@@ -4,7 +4,7 @@ A small GAN maps ``[eps, c]`` (noise and code, both standard normal) to the plan
 Gaussians with sd 0.05 centred on the grid {-4, -2, 0, 2, 4}^2. With ``beta > 0`` the generator's
 loss is ``L_GAN - beta * I(G([eps, c]); c)``, the MI term estimated by
 :class:`mine_dist.objective.MutualInformation` (DV with the EMA-corrected gradient) and its
-gradient adaptively clipped to the GAN gradient's norm (MINE, sec. 5.1 and appendix 8.1.2).
+gradient adaptively clipped to the GAN gradient's norm (MINE, sec. 5.1 and the appendix).
 
 Metrics on 2,500 generated samples: a sample is *high quality* when it lies within 3 sd of its
 nearest mode; a mode is *captured* when at least 20 high-quality samples (a fifth of its fair share
