@@ -128,6 +128,28 @@ def speed(rows_list, resamples: int) -> None:
             del tm
 
 
+def ess_bins(path: str) -> None:
+    """One-sided coverage (new and old) by marginal ESS and by the readout warning, from a dump."""
+    rows = [json.loads(line) for line in open(path)]
+    ess, est = np.array([r["ess"] for r in rows]), np.array([r["est"] for r in rows])
+    tgt = np.array([r["target"] for r in rows])
+    new = np.array([r["new"][2] for r in rows]) <= tgt
+    old = np.array([r["old"][2] for r in rows]) <= tgt
+    ok = np.array([readout_reliable(r["est"], r["ess"]) for r in rows])
+    print(f"{len(rows)} repetitions from {path}, levels {sorted({r['level'] for r in rows})}")
+    print("| marginal ESS | repetitions | value <= log ESS | new one-sided | old one-sided |")
+    print("|---|---|---|---|---|")
+    edges = [0, 50, 100, 150, 200, 300, 500, 1000, 3000, math.inf]
+    for lo, hi in zip(edges[:-1], edges[1:]):
+        m = (ess >= lo) & (ess < hi)
+        if m.any():
+            name = f"{lo:g}-{hi:g}" if math.isfinite(hi) else f">= {lo:g}"
+            print(f"| {name} | {m.sum()} | {100 * np.mean(est[m] <= np.log(ess[m])):.0f}% | {100 * new[m].mean():.1f} | "
+                  f"{100 * old[m].mean():.1f} |")
+    for name, m in (("no readout warning", ok), ("readout warning", ~ok)):
+        print(f"| {name} | {m.sum()} | | {100 * new[m].mean():.1f} | {100 * old[m].mean():.1f} |")
+
+
 def fmt(c) -> str:
     return "-" if math.isnan(c[0]) else f"{100 * c[0]:.1f} / {100 * c[1]:.1f}"
 
@@ -144,6 +166,8 @@ def main(argv=None) -> None:
     p.add_argument("--resamples", type=int, default=1000)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--dump", help="also write every repetition as a JSON line to this file")
+    p.add_argument("--ess-bins", metavar="DUMP", help="instead: coverage of the one-sided limit by marginal ESS, "
+                   "from a --dump file")
     p.add_argument("--speed", type=int, nargs="*", metavar="ROWS",
                    help="instead: time the old and new interval (1000 resamples) on random scores of ROWS test rows")
     args = p.parse_args(argv)
@@ -151,6 +175,8 @@ def main(argv=None) -> None:
     torch.set_num_threads(1)
     if args.speed:
         return speed(args.speed, args.resamples)
+    if args.ess_bins:
+        return ess_bins(args.ess_bins)
     print(f"fixed optimal critic of a {args.dim}-d Gaussian pair, {args.rows} test rows, {args.reps} repetitions, "
           f"{args.resamples} resamples, batch_size 512 blocks, joint K = 16 offsets; coverage % two-sided 95% / "
           f"one-sided 95% lower limit; 'ESS ok' = repetitions without the readout warning (ESS >= {MIN_ESS:.0f} and "

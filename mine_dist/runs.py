@@ -128,7 +128,7 @@ def plot_curves(record: dict, curves: list[dict], truth: dict | None) -> bytes:
     if truth is not None and truth.get("mi_nats") is not None:
         ax.axhline(truth["mi_nats"], color="black", ls="--", lw=1.2, label=f"ground truth {truth['mi_nats']:.3f}")
     if record.get("cap_nats"):
-        ax.axhline(record["cap_nats"], color="purple", ls="-.", lw=1, label=f"InfoNCE cap log K = {record['cap_nats']:.2f}")
+        ax.axhline(record["cap_nats"], color="purple", ls="-.", lw=1, label=f"InfoNCE cap (mean log K) = {record['cap_nats']:.2f}")
     ax.set_xlim(0, xmax)
     ys = [lo, hi] + [c["val"] for c in curves] + ([truth["mi_nats"]] if truth and truth.get("mi_nats") is not None else [])
     ys = [y for y in ys if y is not None and math.isfinite(y)]
@@ -179,7 +179,7 @@ def summary(record: dict) -> str:
         f"{record['wall_s']:.1f} s",
     ]
     if record.get("cap_nats"):
-        lines.append(f"note: InfoNCE cannot exceed log K = {record['cap_nats']:.3f} nats here")
+        lines.append(f"note: InfoNCE cannot exceed the mean log K = {record['cap_nats']:.3f} nats here")
     for w in record.get("warnings") or []:
         lines.append(f"WARNING: {w}")
     gt = record.get("ground_truth")
