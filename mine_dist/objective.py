@@ -108,6 +108,9 @@ class MutualInformation(nn.Module):
         term = mi(generated, code)            # one critic step, then the estimate
         (gan_loss - beta * term).backward()   # maximize I(G(eps, c); c)
 
+    The module steps its own critic: leave its parameters out of the caller's optimizer (and, under
+    DDP, out of the caller's ``DistributedDataParallel``).
+
     Args:
         dim_x: width of ``x``. dim_z: width of ``z``.
         config: estimation options.
