@@ -3,9 +3,10 @@
 :class:`MutualInformation` owns a critic T(x, z), MINE's moving average and the critic's Adam
 optimizer. Each training-mode call on a batch ``(x, z)``
 
-1. takes one gradient-ascent step of the critic on the batch with the inputs detached, through
-   :func:`mine_dist.estimator.train_step`, the estimator's own step (the EMA statistic reduced by
-   the injected :class:`~mine_dist.sync.Collective`, so every rank holds the same EMA);
+1. takes ``config.critic_steps`` (default 1) gradient-ascent steps of the critic on the batch with
+   the inputs detached, each one :func:`mine_dist.estimator.train_step`, the estimator's own step
+   (the EMA statistic reduced by the injected :class:`~mine_dist.sync.Collective`, so every rank
+   holds the same EMA);
 2. scores the batch again with the updated critic, its parameters held constant, and returns a
    0-d tensor whose **value** is the bound on the (global) batch and whose **gradient** with respect
    to ``x`` and ``z`` is MINE's bias-corrected gradient,
