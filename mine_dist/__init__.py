@@ -7,6 +7,7 @@ The library layers (imports point down only): ``bounds``/``ema`` (pure tensor ma
 
 from mine_dist.critics import CriticConfig
 from mine_dist.estimator import MINE, EstimatorConfig, MIEstimate
+from mine_dist.objective import MutualInformation, ObjectiveConfig
 
-__all__ = ["MINE", "EstimatorConfig", "CriticConfig", "MIEstimate"]
+__all__ = ["MINE", "EstimatorConfig", "CriticConfig", "MIEstimate", "MutualInformation", "ObjectiveConfig"]
 __version__ = "0.1.0"

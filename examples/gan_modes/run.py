@@ -115,6 +115,7 @@ def print_table(table: dict) -> None:
 def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--first-seed", type=int, default=0, help="run seeds FIRST .. FIRST+SEEDS-1")
     p.add_argument("--steps", type=int, default=5000)
     p.add_argument("--beta", type=float, default=1.0, help="weight of the MI term in the MI variant")
     p.add_argument("--clip", type=float, default=1.0, help="adaptive clipping factor (MI grad norm <= clip * GAN grad norm)")
@@ -132,13 +133,13 @@ def main(argv: list[str] | None = None) -> dict:
     rows, first = [], {}
     t0 = time.time()
     for beta in (0.0, args.beta):
-        for seed in range(args.seeds):
+        for seed in range(args.first_seed, args.first_seed + args.seeds):
             r, samples = train(seed, beta, args)
             rows.append(r)
             print(json.dumps(r), f"({time.time() - t0:.0f} s)", file=sys.stderr)
-            if seed == 0:
+            if seed == args.first_seed:
                 name = "GAN" if beta == 0 else f"GAN + {beta:g} I(G(eps,c); c)"
-                first[f"{name}\nseed 0: {r['modes']}/25 modes, {100 * r['high_quality']:.0f}% high quality"] = samples
+                first[f"{name}\nseed {seed}: {r['modes']}/25 modes, {100 * r['high_quality']:.0f}% high quality"] = samples
     table = {}
     for beta in (0.0, args.beta):
         sub = [r for r in rows if r["beta"] == beta]
