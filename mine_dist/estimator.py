@@ -895,5 +895,6 @@ def _progress(total: int, enabled: bool):
 
 __all__ = [
     "EstimatorConfig", "MINE", "MIEstimate", "Trainer", "train_step", "score_rows",
-    "bound_from_scores", "bootstrap_ci", "finish_estimate", "check_pair", "replace",
+    "bound_from_scores", "bootstrap_ci", "finish_estimate", "check_pair", "replace", "block_sizes",
+    "marginal_ess", "sample_ceiling", "readout_reliable", "readout_warnings", "training_warnings", "MIN_ESS",
 ]
