@@ -6,8 +6,6 @@ import io
 import json
 import math
 import os
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -306,7 +304,7 @@ def _ddp_run(bound, enc, mi, rows, marg):
         opt.zero_grad()
         loss.backward()
         opt.step()
-        values.append(float(term))
+        values.append(float(term.detach()))
     bare = enc.module if hasattr(enc, "module") else enc
     return {"enc": [p.detach().clone() for p in bare.parameters()],
             "critic": [p.detach().clone() for p in mi.critic.parameters()],
@@ -349,13 +347,8 @@ def test_two_gloo_processes_equal_one_process_with_double_batch(tmp_path):
                 assert got["ema"][0] == pytest.approx(ref["ema"][0], abs=1e-9)
 
 
-# ----------------------------------------------------------------------------- layering and examples
-
-
-def test_objective_does_not_import_ray():
-    r = subprocess.run([sys.executable, "-c", "import sys, mine_dist.objective; assert 'ray' not in sys.modules"],
-                       capture_output=True, text=True)
-    assert r.returncode == 0, r.stderr
+# ----------------------------------------------------------------------------- examples
+# (That mine_dist.objective imports no Ray is checked by tests/test_cli.py: `import mine_dist` imports it.)
 
 
 def _example(name):
