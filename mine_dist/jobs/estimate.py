@@ -92,11 +92,17 @@ class EstimateJob:
             raise
         except BaseException as e:
             # Training failed or was interrupted: keep checkpoints so the run can be resumed.
+            # Ray Train's own SIGINT handler aborts the run and ends the driver with SystemExit:
+            # that is an interruption (exit 130), not a training failure.
+            stop = KeyboardInterrupt(f"Ray Train run aborted (SystemExit {e.code})") \
+                if isinstance(e, SystemExit) and self.ray is not None else e
             if storage.exists(storage.join(run_dir, "checkpoints")):
-                write_failure(run_dir, run_id, e)
+                write_failure(run_dir, run_id, stop)
                 log(f"run {run_id} stopped; continue it with --resume {run_id}")
             else:
                 claim.release()
+            if stop is not e:
+                raise stop from None
             raise
         return EstimateResult(est, record, run_dir)
 
