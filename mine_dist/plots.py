@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 from collections.abc import Callable
 
 
@@ -24,6 +25,43 @@ def png(draw: Callable, figsize=(7, 4), dpi: int = 110, nrows: int | None = None
         return out.getvalue()
     finally:
         plt.close(fig)
+
+
+def run_curves(record: dict, curves: list[dict], truth: dict | None) -> bytes:
+    """The train and validation bound over steps, the test estimate with its interval and one-sided
+    lower limit, the selected step, and the ground truth when known (a run's ``curves.png``)."""
+    def draw(fig, ax):
+        steps = [c["step"] for c in curves]
+        if curves:
+            ax.plot(steps, [c["train"] for c in curves], label="train (batch mean)", color="#8da0cb")
+            ax.plot(steps, [c["val"] for c in curves], label="validation", color="#1b6fb3", marker=".")
+        lo, hi = record["ci95_nats"]
+        xmax = max(steps) if steps else 1
+        ax.axhspan(lo, hi, color="#fc8d62", alpha=0.25, label=f"95% interval of the test bound [{lo:.3f}, {hi:.3f}]")
+        ax.axhline(record["mi_nats"], color="#e34a33", lw=2, label=f"test lower bound {record['mi_nats']:.3f} nats")
+        lower = record.get("lower95_nats")
+        if lower is not None and math.isfinite(lower):
+            ax.axhline(lower, color="#e34a33", ls="--", lw=1, label=f"95% one-sided lower limit {lower:.3f}")
+        if record.get("best_step"):
+            ax.axvline(record["best_step"], color="grey", ls=":", lw=1, label=f"selected step {record['best_step']}")
+        if truth is not None and truth.get("mi_nats") is not None:
+            ax.axhline(truth["mi_nats"], color="black", ls="--", lw=1.2, label=f"ground truth {truth['mi_nats']:.3f}")
+        if record.get("cap_nats"):
+            ax.axhline(record["cap_nats"], color="purple", ls="-.", lw=1, label=f"InfoNCE cap (mean log K) = {record['cap_nats']:.2f}")
+        ax.set_xlim(0, xmax)
+        ys = [lo, hi] + [c["val"] for c in curves] + ([truth["mi_nats"]] if truth and truth.get("mi_nats") is not None else [])
+        ys = [y for y in ys if y is not None and math.isfinite(y)]
+        if ys:
+            pad = 0.1 * (max(ys) - min(ys) + 0.05)
+            ax.set_ylim(min(ys) - 3 * pad, max(ys) + pad)
+        ax.set_xlabel("training step")
+        ax.set_ylabel("bound (nats)")
+        where = f"{record['workers']} Ray worker(s)" if record.get("workers") else "in-process"
+        ax.set_title(f"{record['bound']} estimate of I(X;Z), {where}")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, loc="lower right")
+
+    return png(draw)
 
 
 def sweep_trials(curves: dict, winner: int) -> bytes:

@@ -8,11 +8,11 @@ in storage. Credentials never enter a record (URIs go through :func:`storage.des
 from __future__ import annotations
 
 import datetime as dt
-import io as _io
 import json
 import math
 import platform
 import secrets
+import time
 
 from mine_dist import storage
 
@@ -41,6 +41,27 @@ def versions() -> dict:
     except Exception:  # noqa: BLE001 - ray is optional for the in-process path
         pass
     return v
+
+
+def build_record(run_id: str, result: dict, workers: int, info, truth: dict | None, started: str, t0: float,
+                 run_dir: str) -> dict:
+    """The estimate record (``estimate.json``, and a sweep's ``best.json``): the estimator's fields
+    (``result``), then where the data came from, the versions, times and the run directory."""
+    return {
+        "run_id": run_id,
+        **{k: v for k, v in result.items() if k != "curves"},
+        "workers": workers,
+        "data": info.record(),
+        "x_columns": info.x.to_dict(),
+        "z_columns": info.z.to_dict(),
+        "ground_truth": truth,
+        "versions": versions(),
+        "started_at": started,
+        "finished_at": now_iso(),
+        "wall_s": round(time.perf_counter() - t0, 3),
+        "run_dir": storage.describe(run_dir),
+        "exit_code": 0,
+    }
 
 
 def read_config_file(uri: str) -> dict:
@@ -104,48 +125,10 @@ def _jsonable(o):
 
 
 def plot_curves(record: dict, curves: list[dict], truth: dict | None) -> bytes:
-    """PNG of the train and validation bound over steps, the test estimate with its interval,
-    and the ground truth when known."""
-    import matplotlib
+    """``curves.png`` (drawn by :func:`mine_dist.plots.run_curves`)."""
+    from mine_dist import plots
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4), dpi=110)
-    steps = [c["step"] for c in curves]
-    if curves:
-        ax.plot(steps, [c["train"] for c in curves], label="train (batch mean)", color="#8da0cb")
-        ax.plot(steps, [c["val"] for c in curves], label="validation", color="#1b6fb3", marker=".")
-    lo, hi = record["ci95_nats"]
-    xmax = max(steps) if steps else 1
-    ax.axhspan(lo, hi, color="#fc8d62", alpha=0.25, label=f"95% interval of the test bound [{lo:.3f}, {hi:.3f}]")
-    ax.axhline(record["mi_nats"], color="#e34a33", lw=2, label=f"test lower bound {record['mi_nats']:.3f} nats")
-    lower = record.get("lower95_nats")
-    if lower is not None and math.isfinite(lower):
-        ax.axhline(lower, color="#e34a33", ls="--", lw=1, label=f"95% one-sided lower limit {lower:.3f}")
-    if record.get("best_step"):
-        ax.axvline(record["best_step"], color="grey", ls=":", lw=1, label=f"selected step {record['best_step']}")
-    if truth is not None and truth.get("mi_nats") is not None:
-        ax.axhline(truth["mi_nats"], color="black", ls="--", lw=1.2, label=f"ground truth {truth['mi_nats']:.3f}")
-    if record.get("cap_nats"):
-        ax.axhline(record["cap_nats"], color="purple", ls="-.", lw=1, label=f"InfoNCE cap (mean log K) = {record['cap_nats']:.2f}")
-    ax.set_xlim(0, xmax)
-    ys = [lo, hi] + [c["val"] for c in curves] + ([truth["mi_nats"]] if truth and truth.get("mi_nats") is not None else [])
-    ys = [y for y in ys if y is not None and math.isfinite(y)]
-    if ys:
-        pad = 0.1 * (max(ys) - min(ys) + 0.05)
-        ax.set_ylim(min(ys) - 3 * pad, max(ys) + pad)
-    ax.set_xlabel("training step")
-    ax.set_ylabel("bound (nats)")
-    where = f"{record['workers']} Ray worker(s)" if record.get("workers") else "in-process"
-    ax.set_title(f"{record['bound']} estimate of I(X;Z), {where}")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="lower right")
-    fig.tight_layout()
-    out = _io.BytesIO()
-    fig.savefig(out, format="png")
-    plt.close(fig)
-    return out.getvalue()
+    return plots.run_curves(record, curves, truth)
 
 
 def summary(record: dict) -> str:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import sys
-import time
 
 from mine_dist import runs, storage
 
@@ -21,26 +20,6 @@ def log(msg: str) -> None:
 
 def first_line(e: BaseException) -> str:
     return str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-
-
-def build_record(run_id: str, result: dict, workers: int, info, truth: dict | None, started: str, t0: float,
-                 run_dir: str) -> dict:
-    """The estimate record of DESIGN.md (``estimate.json``, and a sweep's ``best.json``)."""
-    return {
-        "run_id": run_id,
-        **{k: v for k, v in result.items() if k != "curves"},
-        "workers": workers,
-        "data": info.record(),
-        "x_columns": info.x.to_dict(),
-        "z_columns": info.z.to_dict(),
-        "ground_truth": truth,
-        "versions": runs.versions(),
-        "started_at": started,
-        "finished_at": runs.now_iso(),
-        "wall_s": round(time.perf_counter() - t0, 3),
-        "run_dir": storage.describe(run_dir),
-        "exit_code": 0,
-    }
 
 
 def write_failure(run_dir: str, run_id: str, e: BaseException) -> None:

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from mine_dist import io, rundir, runs, storage
 from mine_dist.distributed.options import RayOptions
 from mine_dist.estimator import EstimatorConfig, MIEstimate
-from mine_dist.jobs.common import (build_record, check_device, check_not_in_ray_job_dir, log, run_id_or_new,
+from mine_dist.jobs.common import (check_device, check_not_in_ray_job_dir, log, run_id_or_new,
                                    write_failure)
 
 
@@ -118,7 +118,7 @@ class EstimateJob:
 
             est, facts = fit_on_ray(info, self.data, self.config, self.ray, run_dir, log=log)
         result = result_fields(est, facts)
-        record = build_record(run_id, result, self.workers, info, truth, started, t0, run_dir)
+        record = runs.build_record(run_id, result, self.workers, info, truth, started, t0, run_dir)
         runs.write_run(run_dir, record, result["curves"], truth)
         storage.delete_tree(storage.join(run_dir, "failure.json"))  # an earlier attempt's, now resumed to the end
         return est, record

@@ -11,7 +11,7 @@ from mine_dist import bounds as B
 from mine_dist import io, rundir, runs, storage, sweep, yamlio
 from mine_dist.distributed.options import RayOptions
 from mine_dist.estimator import EstimatorConfig
-from mine_dist.jobs.common import build_record, check_device, check_not_in_ray_job_dir, log, run_id_or_new
+from mine_dist.jobs.common import check_device, check_not_in_ray_job_dir, log, run_id_or_new
 from mine_dist.jobs.estimate import result_fields
 
 
@@ -72,7 +72,7 @@ class SweepJob:
             log(f"sweep {sweep_id} stopped; continue it with --resume {sweep_id}")
             raise
         result = result_fields(est, facts)
-        record = build_record(sweep_id, result, self.ray.workers, info, truth, started, t0, sweep_dir)
+        record = runs.build_record(sweep_id, result, self.ray.workers, info, truth, started, t0, sweep_dir)
         record["search_space"] = space.to_dict()
         runs.write_run(sweep_dir, record, result["curves"], truth)
         storage.write_text_atomic(storage.join(sweep_dir, "best.json"), json.dumps(runs._jsonable(record), indent=2))
