@@ -118,3 +118,17 @@ def test_library_does_not_import_ray():
             "mine_dist.runs, mine_dist.sync; assert 'ray' not in sys.modules, 'ray imported'")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
+
+
+def test_make_data_builds_every_registered_kind_from_its_options(tmp_path, capsys):
+    from mine_dist import synthetic
+
+    out = tmp_path / "t"
+    assert main(["make-data", "student", "--df", "1", "--dim-x", "2", "--dim-z", "2", "--rows", "200",
+                 "--shards", "2", "--output", str(out)]) == 0
+    truth = json.loads((out / "ground_truth.json").read_text())
+    assert truth["mi_nats"] == pytest.approx(synthetic.make_spec("student", df=1.0, dim_x=2, dim_z=2).truth()["mi_nats"])
+    assert truth["parameters"]["df"] == 1.0
+    rc = main(["make-data", "student", "--classes", "3", "--rows", "20", "--output", str(tmp_path / "bad")])
+    assert rc == 2 and "kind 'student' has no parameter 'classes'" in capsys.readouterr().err
+    assert not (tmp_path / "bad").exists()
