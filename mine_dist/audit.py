@@ -16,6 +16,7 @@ Spec (validated into frozen dataclasses; errors name the check and the field)::
         alerts:
           max_mi: {value: 0.05, unit: fraction_of_h_z}  # nats | bits | fraction_of_h_z (categorical z)
           max_change: {value: 0.1, unit: nats}          # vs the previous slot of this check
+          untrusted: true           # alert when the estimate carries warnings (not converged, ...)
 
 History: one Parquet file per (audit, slot, check) under
 ``<output>/history/audit=<name>/slot=<slot>/<check>.parquet``, written atomically. Re-running a slot
@@ -78,6 +79,7 @@ class Check:
     workers: int = 1
     max_mi: Limit | None = None
     max_change: Limit | None = None
+    untrusted: bool = False  # an alert when the estimate carries warnings
 
 
 @dataclass(frozen=True)
@@ -156,8 +158,10 @@ def parse_spec(raw, base_dir: str = ".") -> AuditSpec:
         if not isinstance(workers, int) or isinstance(workers, bool) or workers < 0:
             raise SpecError(f"{where}.workers must be an int >= 0; got {workers!r}")
         alerts = c.get("alerts", {}) or {}
-        if not isinstance(alerts, dict) or set(alerts) - {"max_mi", "max_change"}:
-            raise SpecError(f"{where}.alerts may only have max_mi and max_change; got {alerts!r}")
+        if not isinstance(alerts, dict) or set(alerts) - {"max_mi", "max_change", "untrusted"}:
+            raise SpecError(f"{where}.alerts may only have max_mi, max_change and untrusted; got {alerts!r}")
+        if not isinstance(alerts.get("untrusted", False), bool):
+            raise SpecError(f"{where}.alerts.untrusted must be true or false; got {alerts['untrusted']!r}")
         checks.append(Check(
             name=cname, data=_rel(c["data"], base_dir), x=c["x"], z=c["z"], row_id=c.get("row_id"),
             max_rows=max_rows, estimator=dict(est), config=_rel(c["config"], base_dir) if c.get("config") else None,
@@ -165,6 +169,7 @@ def parse_spec(raw, base_dir: str = ".") -> AuditSpec:
             max_mi=_limit(alerts["max_mi"], f"{where}.alerts.max_mi", UNITS_MI) if "max_mi" in alerts else None,
             max_change=(_limit(alerts["max_change"], f"{where}.alerts.max_change", UNITS_CHANGE, CHANGE_RULES)
                         if "max_change" in alerts else None),
+            untrusted=alerts.get("untrusted", False),
         ))
     return AuditSpec(name, tuple(checks), concurrent)
 
@@ -283,14 +288,21 @@ def change_noise_nats(ci_now: tuple | None, ci_prev: tuple | None) -> float:
 
 
 def evaluate_alerts(check: Check, mi_nats: float, h_z: float | None, prev: dict | None,
-                    ci95: tuple | None = None) -> list[dict]:
+                    ci95: tuple | None = None, warnings: list | tuple = ()) -> list[dict]:
     """The rules that fire for this estimate (empty list when none).
 
     ``max_change`` with ``rule: significant`` (the default) fires when the change since the previous
     slot exceeds the limit *and* the 95% noise of the difference (:func:`change_noise_nats`, from
     both estimates' intervals); ``rule: raw`` compares the change with the limit alone.
+    ``untrusted: true`` fires when the estimate carries warnings (not converged, readout
+    unreliable, overfit, leaked columns, ...), so a schedule can treat "not to be believed" like a
+    breach.
     """
     fired = []
+    if check.untrusted and warnings:
+        fired.append({"check": check.name, "rule": "untrusted", "value_nats": mi_nats, "warnings": list(warnings),
+                      "message": f"{check.name}: the estimate {mi_nats:.4f} nats is not to be trusted: "
+                                 + "; ".join(str(w).split(":")[0] for w in warnings)})
     if check.max_mi is not None:
         limit = check.max_mi.nats(h_z)
         if mi_nats > limit:

@@ -269,3 +269,17 @@ def test_max_change_fires_only_beyond_the_noise_of_the_difference_unless_raw():
     with pytest.raises(audit.SpecError, match=r"alerts.max_change.rule must be one of \('significant', 'raw'\)"):
         audit.parse_spec({"audit": "a", "checks": [{"name": "c", "data": "d", "x": "x", "z": "z",
                                                     "alerts": {"max_change": {"value": 0.1, "rule": "z"}}}]})
+
+
+def test_untrusted_alert_fires_only_on_estimates_with_warnings():
+    spec = audit.parse_spec({"audit": "a", "checks": [
+        {"name": "c", "data": "d", "x": "x", "z": "z", "alerts": {"untrusted": True}}]})
+    c = spec.checks[0]
+    assert audit.evaluate_alerts(c, 1.0, None, None, (0.9, 1.1), []) == []
+    fired = audit.evaluate_alerts(c, 1.0, None, None, (0.9, 1.1), ["not converged: the selected step ... raise --steps"])
+    assert [a["rule"] for a in fired] == ["untrusted"] and "is not to be trusted: not converged" in fired[0]["message"]
+    quiet = audit.parse_spec({"audit": "a", "checks": [{"name": "c", "data": "d", "x": "x", "z": "z"}]}).checks[0]
+    assert audit.evaluate_alerts(quiet, 1.0, None, None, (0.9, 1.1), ["not converged"]) == []
+    with pytest.raises(audit.SpecError, match=r"alerts.untrusted must be true or false; got 'yes please'"):
+        audit.parse_spec({"audit": "a", "checks": [{"name": "c", "data": "d", "x": "x", "z": "z",
+                                                    "alerts": {"untrusted": "yes please"}}]})

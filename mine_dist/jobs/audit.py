@@ -132,7 +132,8 @@ def run_check(check: audit.Check, cfg: EstimatorConfig, h_z: float | None, prev:
         rec = job.run().record
     except Exception as e:  # noqa: BLE001 - one failing check must not lose the others
         return error_row(check, cfg, h_z, first_line(e), started, output=output, audit_name=audit_name, slot=slot), []
-    fired = audit.evaluate_alerts(check, rec["mi_nats"], h_z, prev, tuple(rec["ci95_nats"]))
+    fired = audit.evaluate_alerts(check, rec["mi_nats"], h_z, prev, tuple(rec["ci95_nats"]),
+                                  rec.get("warnings") or [])
     row.update({"status": "ok", "error": None, "mi_nats": rec["mi_nats"], "mi_bits": rec["mi_bits"],
                 "ci95_low_nats": rec["ci95_nats"][0], "ci95_high_nats": rec["ci95_nats"][1], "bound": rec["bound"],
                 "n_test": rec["n_test"], "data_fingerprint": rec["data"]["fingerprint"],
