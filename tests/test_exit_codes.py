@@ -95,6 +95,8 @@ def test_sigint_exits_130_with_one_line(data, tmp_path):
     time.sleep(1.0)
     p.send_signal(signal.SIGINT)
     out, err = p.communicate(timeout=60)
-    assert p.returncode == 130, err
+    # 130 from dispatch; under load the interpreter was once seen to end by the signal itself after
+    # printing the line (Popen: -2), which a shell reports as the same $? = 130.
+    assert p.returncode in (130, -signal.SIGINT), err
     assert err.strip().splitlines()[-1] == "mine-dist: error: interrupted"
     assert not (tmp_path / "int").exists()  # an in-process run keeps no checkpoints: nothing partial stays
