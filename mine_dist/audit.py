@@ -29,17 +29,16 @@ from __future__ import annotations
 import datetime as dt
 import math
 import os
-import re
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from mine_dist import storage
+from mine_dist import rundir, storage
 
 LN2 = math.log(2.0)
 UNITS_MI = ("nats", "bits", "fraction_of_h_z")
 UNITS_CHANGE = ("nats", "bits")
-_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")  # one safe path segment, as rundir.validate_id
+_NAME = rundir.ID_PATTERN  # audit and check names are path segments too
 _CHECK_KEYS = {"name", "data", "x", "z", "row_id", "max_rows", "estimator", "config", "alerts", "workers"}
 _TOP_KEYS = {"audit", "checks", "workers", "concurrent"}
 
@@ -117,7 +116,7 @@ def parse_spec(raw, base_dir: str = ".") -> AuditSpec:
     if unknown:
         raise SpecError(f"audit spec: unknown key(s) {unknown}; known: {sorted(_TOP_KEYS)}")
     name = raw.get("audit")
-    if not isinstance(name, str) or not _NAME.fullmatch(name):
+    if not isinstance(name, str) or not (_NAME.fullmatch(name) and len(name) <= rundir.MAX_ID_LEN):
         raise SpecError(f"audit spec: 'audit' must be a name of letters, digits, '.', '_', '-'; got {name!r}")
     checks_raw = raw.get("checks")
     if not isinstance(checks_raw, list) or not checks_raw:
@@ -134,7 +133,7 @@ def parse_spec(raw, base_dir: str = ".") -> AuditSpec:
         if not isinstance(c, dict):
             raise SpecError(f"{where} must be a mapping; got {c!r}")
         cname = c.get("name")
-        if not isinstance(cname, str) or not _NAME.fullmatch(cname):
+        if not isinstance(cname, str) or not (_NAME.fullmatch(cname) and len(cname) <= rundir.MAX_ID_LEN):
             raise SpecError(f"{where}: 'name' must be a name of letters, digits, '.', '_', '-'; got {cname!r}")
         where = f"check {cname!r}"
         if cname in seen:

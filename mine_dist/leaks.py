@@ -82,11 +82,11 @@ def inspect_sample(x: np.ndarray, z: np.ndarray, xs: ColumnSet, zs: ColumnSet) -
     return Findings(tuple(identical), tuple(warnings))
 
 
-def identical_error(identical: tuple[str, ...]) -> str:
-    """The message for identical x-z columns (an error, or with ``--allow-identical`` a warning)."""
+def identical_message(identical: tuple[str, ...]) -> str:
+    """What identical x-z columns mean (the warning kept with ``--allow-identical``; the error adds how to go on)."""
     shown = ", ".join(identical[:5]) + (f" (+{len(identical) - 5} more)" if len(identical) > 5 else "")
     return (f"x and z share identical columns ({shown}): I(X;Z) is unbounded for continuous values (H(z) for "
-            f"discrete ones), so no estimate is meaningful; drop them, or pass --allow-identical to estimate anyway")
+            f"discrete ones), so no estimate is meaningful")
 
 
 def _abs_corr(x: np.ndarray, z: np.ndarray) -> np.ndarray | None:
@@ -120,5 +120,5 @@ def check(x: np.ndarray, z: np.ndarray, xs: ColumnSet, zs: ColumnSet, allow_iden
 
     f = inspect_sample(x, z, xs, zs)
     if f.identical and not allow_identical:
-        raise DataError(identical_error(f.identical))
-    return ([identical_error(f.identical).split("; drop them")[0]] if f.identical else []) + list(f.warnings)
+        raise DataError(identical_message(f.identical) + "; drop them, or pass --allow-identical to estimate anyway")
+    return ([identical_message(f.identical)] if f.identical else []) + list(f.warnings)

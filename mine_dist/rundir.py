@@ -27,7 +27,7 @@ from mine_dist import storage
 
 MARKER = ".mine-dist-run"  # dot-prefixed: list_files and pyarrow datasets skip it
 MAX_ID_LEN = 128
-_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")  # also audit and check names (mine_dist.audit)
 
 
 def validate_id(value, what: str = "--run-id") -> str:
@@ -37,7 +37,7 @@ def validate_id(value, what: str = "--run-id") -> str:
         ValueError: not a string, empty, too long, or holding anything but letters, digits,
             ``.``, ``_``, ``-`` (first character a letter or digit); the message names ``what``.
     """
-    if not isinstance(value, str) or not _ID.fullmatch(value) or len(value) > MAX_ID_LEN:
+    if not isinstance(value, str) or not ID_PATTERN.fullmatch(value) or len(value) > MAX_ID_LEN:
         shown = value if not isinstance(value, str) or len(value) <= 80 else value[:80] + "..."
         raise ValueError(f"{what} must be one path segment of letters, digits, '.', '_', '-' starting with a "
                          f"letter or digit, at most {MAX_ID_LEN} characters; got {shown!r}")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import sys
 
-from mine_dist import runs, storage
+from mine_dist import rundir, runs, storage
 
 EXIT_USAGE, EXIT_DATA, EXIT_STORAGE, EXIT_FAILED, EXIT_ALERT, EXIT_INTERRUPTED = 2, 3, 4, 5, 6, 130
 EXIT_MEANINGS = {0: "ok", 1: "unexpected error", EXIT_USAGE: "usage or configuration error", EXIT_DATA: "data error",
@@ -71,13 +71,14 @@ def check_not_in_ray_job_dir(output: str | None, data: str | None = None) -> Non
 
 
 def run_id_or_new(run_id: str | None, resume: str | None, prefix: str = "run") -> tuple[str, str]:
-    """The id a run writes under and the option that named it (``--resume`` or ``--run-id``).
+    """The id a run writes under, validated (:func:`rundir.validate_id`), and the option that named
+    it (``--resume`` or ``--run-id``).
 
     Raises:
-        ValueError: both given and different.
+        ValueError: both given and different, or not a safe path segment.
     """
     if resume is not None and run_id is not None and resume != run_id:
         raise ValueError(f"--resume {resume} and --run-id {run_id} name different runs")
     if resume is not None:
-        return resume, "--resume"
-    return (run_id if run_id is not None else runs.new_run_id(prefix)), "--run-id"
+        return rundir.validate_id(resume, "--resume"), "--resume"
+    return rundir.validate_id(run_id if run_id is not None else runs.new_run_id(prefix), "--run-id"), "--run-id"

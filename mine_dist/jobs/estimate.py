@@ -62,7 +62,6 @@ class EstimateJob:
             DataError: bad input data (exit 3). StorageError: storage problems (exit 4).
         """
         run_id, what = run_id_or_new(self.run_id, self.resume)
-        rundir.validate_id(run_id, what)
         if self.resume is not None and self.ray is None:
             raise ValueError("--resume needs the Ray path (--workers >= 1): in-process runs keep no checkpoints")
         check_device(self.config.device, self.workers, bool(self.ray and self.ray.gpu))

@@ -45,7 +45,6 @@ class SweepJob:
         space = sweep.parse_space(raw, where=f"--space {self.space}" if self.space else "default search space")
         configs = sweep.sample_trials(space, self.base, self.trials, self.sweep_seed)
         sweep_id, what = run_id_or_new(self.run_id, self.resume, "sweep")
-        rundir.validate_id(sweep_id, what)
         check_device(self.base.device, self.ray.workers, self.ray.gpu)
         check_not_in_ray_job_dir(self.output, self.data.uri)
         storage.check_reachable(self.output, for_write=True)
