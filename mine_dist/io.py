@@ -225,20 +225,34 @@ def check_statistics(md: pq.FileMetaData, row_group: int, table: pa.Table, sides
         st = meta.statistics
         if name not in numeric or st is None or not st.has_min_max or name not in table.column_names:
             continue
-        col = table.column(name).combine_chunks()
+        col = _one_chunk(table.column(name))
         while pa.types.is_list(col.type) or pa.types.is_large_list(col.type) or pa.types.is_fixed_size_list(col.type):
             col = col.flatten()
         if not (pa.types.is_integer(col.type) or pa.types.is_floating(col.type)) or len(col) == 0:
             continue
+        if pa.types.is_float16(col.type):
+            col = col.cast(pa.float32())  # exact; Arrow's min_max / is_nan have no float16 kernel
         mm = pc.min_max(col).as_py() if not pa.types.is_floating(col.type) else \
             pc.min_max(pc.if_else(pc.is_nan(col), None, col)).as_py()
         lo, hi = mm["min"], mm["max"]
         if lo is None:
             continue
-        if lo < st.min or hi > st.max:
-            bad = lo if lo < st.min else hi
+        st_min, st_max = _stat_value(st.min), _stat_value(st.max)
+        if lo < st_min or hi > st_max:
+            bad = lo if lo < st_min else hi
             raise DataError(f"{where}, row group {row_group}: column {name!r} holds {bad!r}, outside the range "
-                            f"[{st.min!r}, {st.max!r}] the file's footer recorded for it: the file is corrupt")
+                            f"[{st_min!r}, {st_max!r}] the file's footer recorded for it: the file is corrupt")
+
+
+def _stat_value(v):
+    """A footer min/max as a number: pyarrow hands Parquet FLOAT16 statistics over as their two
+    little-endian bytes."""
+    return float(np.frombuffer(v, "<f2")[0]) if isinstance(v, bytes) and len(v) == 2 else v
+
+
+def _one_chunk(col: pa.ChunkedArray) -> pa.Array:
+    """The column as one array: its only chunk as it is (``combine_chunks`` copies even one)."""
+    return col.chunk(0) if col.num_chunks == 1 else col.combine_chunks()
 
 
 def _resolve_side(role: str, spec: str, schema: pa.Schema, first_file: str) -> tuple[tuple[str, ...], str]:
@@ -369,8 +383,15 @@ def _column_set(role, cols, kind, schema, files, pfs) -> ColumnSet:
     return ColumnSet(role, cols, kind, len(values), values)
 
 
-def to_array(table: pa.Table, cs: ColumnSet, where: str) -> np.ndarray:
+def to_array(table: pa.Table, cs: ColumnSet, where: str, keep_float32: bool = False) -> np.ndarray:
     """Convert the columns of ``cs`` in ``table`` to an ``(n, dim)`` float64 array.
+
+    A list column of floats is read without copying its Arrow values buffer: the values are viewed
+    as numpy (``zero_copy_only``) and reshaped to ``(n, dim)``; only the cast to the output dtype
+    copies. With ``keep_float32``, float32 values stay float32 (the result may then be a read-only
+    view of the Arrow buffer: no copy at all) and float16 values become float32 (exact); other
+    types still become float64. Callers that normalize in float64 anyway (``Normalizer.apply``)
+    get identical values either way.
 
     Raises:
         DataError: nulls, ragged lists, unknown categories, naming ``where`` (file) and column.
@@ -385,7 +406,7 @@ def to_array(table: pa.Table, cs: ColumnSet, where: str) -> np.ndarray:
             out[:, j] = col.to_numpy()
         return out
     c = cs.columns[0]
-    col = table.column(c).combine_chunks()
+    col = _one_chunk(table.column(c))
     if col.null_count:
         raise DataError(f"column {c!r} has {col.null_count} null value(s) in {where}")
     if cs.kind == "categorical":
@@ -398,9 +419,7 @@ def to_array(table: pa.Table, cs: ColumnSet, where: str) -> np.ndarray:
         out = np.zeros((n, cs.dim), np.float64)
         out[np.arange(n), idx.to_numpy()] = 1.0
         return out
-    if pa.types.is_fixed_size_list(col.type):
-        flat = col.flatten()
-    else:
+    if not pa.types.is_fixed_size_list(col.type):
         lens = pc.list_value_length(col).to_numpy(zero_copy_only=False)
         bad = np.flatnonzero(lens != cs.dim)
         if bad.size:
@@ -408,10 +427,25 @@ def to_array(table: pa.Table, cs: ColumnSet, where: str) -> np.ndarray:
                 f"column {c!r} has a list of length {int(lens[bad[0]])} at row {int(bad[0])} of {where}; "
                 f"expected {cs.dim} (ragged embeddings)"
             )
-        flat = col.flatten()
+    return list_values(col, cs.dim, keep_float32, c, where)
+
+
+def list_values(col: pa.Array, dim: int, keep_float32: bool = False, name: str = "?", where: str = "?") -> np.ndarray:
+    """The ``(n, dim)`` values of a fixed-size or (already length-checked) variable-size list array.
+
+    ``flatten`` slices the child values buffer at the array's offset (no copy), and a null-free
+    primitive buffer is viewed by numpy as it is; the result is float64, or with ``keep_float32``
+    float32 for float16/float32 values (a read-only view of the Arrow buffer for float32).
+
+    Raises:
+        DataError: null elements inside the lists.
+    """
+    flat = col.flatten()
     if flat.null_count:
-        raise DataError(f"column {c!r} has {flat.null_count} null element(s) in {where}")
-    return flat.to_numpy(zero_copy_only=False).astype(np.float64).reshape(n, cs.dim)
+        raise DataError(f"column {name!r} has {flat.null_count} null element(s) in {where}")
+    v = flat.to_numpy(zero_copy_only=False)  # a view for null-free numeric buffers; float16 stays float16
+    out = np.float32 if keep_float32 and v.dtype in (np.float16, np.float32) else np.float64
+    return v.reshape(len(col), dim).astype(out, copy=False)
 
 
 def nonfinite_rows(a: np.ndarray) -> np.ndarray:
