@@ -4,7 +4,10 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 # torch first and pinned: the range in pyproject.toml admits it, so nothing later pulls a CUDA build.
 TORCH ?= torch==2.13.0
-STAMP := $(VENV)/.stamp-$(shell cat pyproject.toml Makefile | sha1sum | cut -c1-12)
+# pyproject extras to install; add `examples` for examples/names/ (~500 MB, ~1 min more):
+#   make setup EXTRAS=test,s3,examples
+EXTRAS ?= test,s3
+STAMP := $(VENV)/.stamp-$(shell (cat pyproject.toml Makefile; echo '$(EXTRAS)') | sha1sum | cut -c1-12)
 DEMO_DATA ?= demo/data
 DEMO_OUT ?= demo/runs
 PYTEST_ARGS ?=
@@ -17,7 +20,7 @@ $(STAMP): pyproject.toml Makefile
 	@test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --disable-pip-version-check --upgrade pip 2>&1 | grep -v "^WARNING: Location" || true
 	$(PY) -m pip install -q --disable-pip-version-check $(TORCH) 2>&1 | grep -v "^WARNING: Location" || true
-	$(PY) -m pip install -q --disable-pip-version-check -e '.[test,s3]' 2>&1 | grep -v "^WARNING: Location" || true
+	$(PY) -m pip install -q --disable-pip-version-check -e '.[$(EXTRAS)]' 2>&1 | grep -v "^WARNING: Location" || true
 	$(PY) -c "import torch, ray, pyarrow, mine_dist; assert torch.__version__.startswith('2.13'), torch.__version__"
 	@rm -f $(VENV)/.stamp-*; touch $@
 

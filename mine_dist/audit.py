@@ -5,6 +5,8 @@ Spec (validated into frozen dataclasses; errors name the check and the field)::
     audit: nightly-embeddings
     workers: 1                      # per check; 0 = in-process
     concurrent: auto                # checks at once: auto (what the Ray cluster's CPUs allow) or N
+    prepare: prepare.py             # optional: a Python script (relative to the spec) that makes the data;
+                                    # run once, before anything else, when a check's data path is missing
     checks:
       - name: emb-vs-gender
         data: s3://bucket/embeddings/          # any URI; relative paths are from the spec's folder
@@ -29,6 +31,8 @@ from __future__ import annotations
 import datetime as dt
 import math
 import os
+import subprocess
+import sys
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -40,7 +44,7 @@ UNITS_MI = ("nats", "bits", "fraction_of_h_z")
 UNITS_CHANGE = ("nats", "bits")
 _NAME = rundir.ID_PATTERN  # audit and check names are path segments too
 _CHECK_KEYS = {"name", "data", "x", "z", "row_id", "max_rows", "estimator", "config", "alerts", "workers"}
-_TOP_KEYS = {"audit", "checks", "workers", "concurrent"}
+_TOP_KEYS = {"audit", "checks", "workers", "concurrent", "prepare"}
 
 
 class SpecError(ValueError):
@@ -86,6 +90,7 @@ class AuditSpec:
     audit: str
     checks: tuple[Check, ...]
     concurrent: int | None = None  # None = auto
+    prepare: str | None = None  # a local script that makes missing check data (see ensure_data)
 
 
 def _limit(raw, where: str, units: tuple, rules: tuple = ()) -> Limit:
@@ -127,6 +132,14 @@ def parse_spec(raw, base_dir: str = ".") -> AuditSpec:
         concurrent = None
     elif not isinstance(concurrent, int) or isinstance(concurrent, bool) or concurrent < 1:
         raise SpecError(f"audit spec: 'concurrent' must be 'auto' or an int >= 1; got {concurrent!r}")
+    prepare = raw.get("prepare")
+    if prepare is not None:
+        if not isinstance(prepare, str) or not prepare.strip() or "://" in prepare or "://" in base_dir:
+            raise SpecError(f"audit spec: 'prepare' must be the path of a local Python script (relative to the "
+                            f"spec's folder, itself local); got {prepare!r} (spec folder {base_dir!r})")
+        prepare = _rel(prepare, base_dir)
+        if not os.path.isfile(prepare):
+            raise SpecError(f"audit spec: 'prepare' script not found: {prepare}")
     checks, seen = [], set()
     for i, c in enumerate(checks_raw):
         where = f"check #{i + 1}"
@@ -170,7 +183,38 @@ def parse_spec(raw, base_dir: str = ".") -> AuditSpec:
                         if "max_change" in alerts else None),
             untrusted=alerts.get("untrusted", False),
         ))
-    return AuditSpec(name, tuple(checks), concurrent)
+    return AuditSpec(name, tuple(checks), concurrent, prepare)
+
+
+def ensure_data(spec: AuditSpec, log=print) -> None:
+    """Run the spec's ``prepare`` script when a check's data path does not exist (data made on first
+    use, then reused). The script runs with this Python, in its own folder; it should write its output
+    atomically, so an interrupted run is redone rather than taken for data. Paths with glob characters
+    are not checked.
+
+    Raises:
+        io.DataError: the script failed, or ran but left a check's data missing.
+    """
+    from mine_dist.io import DataError
+
+    if spec.prepare is None:
+        return
+    missing = [c for c in spec.checks if not any(ch in c.data for ch in "*?[") and not storage.exists(c.data)]
+    if not missing:
+        return
+    log(f"[{spec.audit}] {missing[0].data} is missing: running {spec.prepare}")
+    try:  # the script's output goes to stderr with the audit's progress (stdout may carry --json)
+        out = sys.stderr.fileno()
+    except (AttributeError, OSError, ValueError):
+        out = None
+    proc = subprocess.run([sys.executable, spec.prepare], cwd=os.path.dirname(spec.prepare), stdout=out)
+    if proc.returncode != 0:
+        raise DataError(f"audit spec: prepare script {spec.prepare} exited with code {proc.returncode} "
+                        f"(its messages are above); check {missing[0].name!r} needs {missing[0].data}")
+    still = [c for c in missing if not storage.exists(c.data)]
+    if still:
+        raise DataError(f"audit spec: prepare script {spec.prepare} ran but check {still[0].name!r}'s data "
+                        f"{still[0].data} is still missing")
 
 
 def _rel(uri: str, base_dir: str) -> str:

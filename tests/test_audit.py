@@ -3,6 +3,7 @@
 import json
 import math
 import os
+import re
 
 import numpy as np
 import pyarrow as pa
@@ -107,6 +108,56 @@ def test_bad_specs_fail_before_any_estimation(local_data, capsys, check, match, 
     err = capsys.readouterr().err
     assert rc == code and match in err
     assert not (local_data / "out" / "history").exists()  # not even the good check ran
+
+
+# ------------------------------------------------------------------------ prepare on first use
+
+_PREPARE = """import os, sys
+import numpy as np, pyarrow as pa, pyarrow.parquet as pq
+open("ran.log", "a").write("x\\n")
+if os.environ.get("PREPARE_FAIL"):
+    sys.exit(7)
+if not os.environ.get("PREPARE_NOTHING"):
+    os.makedirs("made", exist_ok=True)
+    rng = np.random.default_rng(0)
+    emb = rng.normal(size=(600, 2)).astype(np.float32)
+    pq.write_table(pa.table({"emb": pa.FixedSizeListArray.from_arrays(pa.array(emb.reshape(-1)), 2),
+                             "attr": pa.array((emb[:, 0] > 0).astype(np.int64))}), "made/a.parquet")
+"""
+
+
+def _prepare_spec(tmp_path):
+    (tmp_path / "prep.py").write_text(_PREPARE)
+    est = {**FAST_EST, "steps": 100}
+    tmp_path.joinpath("s.yaml").write_text(yaml.safe_dump(
+        {"audit": "t", "workers": 0, "prepare": "prep.py", "checks": [_check("c", "made", estimator=est)]}))
+    return str(tmp_path / "s.yaml")
+
+
+def test_prepare_script_runs_once_when_the_data_is_missing(tmp_path):
+    spec = _prepare_spec(tmp_path)
+    for _ in range(2):  # the second run finds the data (and the check already recorded in the slot)
+        assert main(["audit", "--spec", spec, "--output", str(tmp_path / "out"), "--run-id", "s1",
+                     "--no-progress"]) == 0
+    assert (tmp_path / "ran.log").read_text() == "x\n"  # made on first use, then reused
+    assert [r["status"] for r in audit.read_history(str(tmp_path / "out" / "history"), "t")] == ["ok"]
+
+
+@pytest.mark.parametrize("env, match", [("PREPARE_FAIL", r"prep.py exited with code 7"),
+                                        ("PREPARE_NOTHING", r"prep.py ran but check 'c'.s data .*made is still missing")])
+def test_a_failing_prepare_script_is_a_data_error(tmp_path, capsys, monkeypatch, env, match):
+    monkeypatch.setenv(env, "1")
+    rc = main(["audit", "--spec", _prepare_spec(tmp_path), "--output", str(tmp_path / "out"), "--run-id", "s1"])
+    assert rc == 3 and re.search(match, capsys.readouterr().err)
+    assert not (tmp_path / "out" / "history").exists()
+
+
+@pytest.mark.parametrize("prepare, match", [("s3://b/prep.py", r"'prepare' must be the path of a local Python script"),
+                                            ("nope.py", r"'prepare' script not found: .*nope.py")])
+def test_prepare_must_name_a_local_script(tmp_path, prepare, match):
+    raw = {"audit": "a", "prepare": prepare, "checks": [{"name": "c", "data": "d", "x": "x", "z": "z"}]}
+    with pytest.raises(audit.SpecError, match=match):
+        audit.parse_spec(raw, base_dir=str(tmp_path))
 
 
 # ------------------------------------------------------------------------ behaviour, in-process

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import os
@@ -13,6 +14,12 @@ from mine_dist.distributed.options import RayOptions
 from mine_dist.estimator import EstimatorConfig
 from mine_dist.jobs.common import check_not_in_ray_job_dir, first_line, log
 from mine_dist.jobs.estimate import EstimateJob
+
+# A check asking for one Ray Train worker on at most this many values (rows x (dim x + dim z); 10M
+# float64 values = 80 MB in memory) trains in-process instead, in a Ray task or the driver: the
+# same steps on one process, without Ray Train's fixed start-up per check (docs/benchmarks.md,
+# "Ray job overhead"). Its checkpoints are what it gives up: a killed check is re-run whole.
+IN_PROCESS_MAX_VALUES = 10_000_000
 
 
 @dataclass(frozen=True)
@@ -34,6 +41,9 @@ class AuditJob:
         output: where ``history/`` and ``runs/`` live.
         slot: the scheduled slot (default: today's UTC date); re-running it adds no rows.
         concurrent: checks at once (None: the spec's, else auto from the Ray cluster's CPUs).
+        in_process_max_values: checks of ``workers: 1`` on at most this many values train
+            in-process (0: never; default ``IN_PROCESS_MAX_VALUES`` or the environment's
+            ``MINE_DIST_IN_PROCESS_MAX_VALUES``).
     """
 
     spec: str
@@ -41,6 +51,8 @@ class AuditJob:
     slot: str | None = None
     concurrent: int | None = None
     progress: bool = True
+    in_process_max_values: int = dataclasses.field(default_factory=lambda: _env_int(
+        "MINE_DIST_IN_PROCESS_MAX_VALUES", IN_PROCESS_MAX_VALUES))
 
     def run(self) -> AuditResult:
         raw = yamlio.read(self.spec, f"--spec {self.spec}")
@@ -49,7 +61,9 @@ class AuditJob:
         slot = rundir.validate_id(audit.default_slot() if self.slot is None else self.slot, "--run-id (the audit slot)")
         check_not_in_ray_job_dir(self.output)
         storage.check_reachable(self.output, for_write=True)
-        prepared = [_prepare(c) for c in spec.checks]  # everything checkable without estimating, first
+        audit.ensure_data(spec, log)
+        # everything checkable without estimating, first
+        prepared = [_prepare(c, self.in_process_max_values) for c in spec.checks]
         history = audit.read_history(storage.join(self.output, "history"), spec.audit)
         done = {r["check"] for r in history if r["slot"] == slot and r["status"] == "ok"}
         prevs = {c.name: audit.previous_ok(history, c.name, slot) for c, _, _ in prepared}
@@ -90,14 +104,31 @@ class AuditJob:
                            [r for _, r, _ in results if r["status"] != "ok"])
 
 
-def _prepare(c: audit.Check) -> tuple[audit.Check, EstimatorConfig, float | None]:
-    """A check's config and H(z), with its data validated (exit 3 naming the check)."""
+def _env_int(name: str, default: int) -> int:
+    """An int from the environment (``ray job submit --runtime-env-json`` reaches a job this way)."""
+    raw = os.environ.get(name)
+    if raw is None:
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise ValueError(f"{name} must be an int; got {raw!r}") from None
+
+
+def _prepare(c: audit.Check, in_process_max_values: int = 0) -> tuple[audit.Check, EstimatorConfig, float | None]:
+    """A check's config and H(z), with its data validated (exit 3 naming the check); a small
+    ``workers: 1`` check comes back with ``workers`` 0 (see ``IN_PROCESS_MAX_VALUES``)."""
     cfg = audit.estimator_config(c)
     try:
         info = io.inspect(c.data, c.x, c.z, c.row_id)
     except io.DataError as e:
         raise io.DataError(f"check {c.name!r}: {e}") from None
     h_z = audit.categorical_entropy(info) if info.z.kind == "categorical" else None
+    values = (info.rows if c.max_rows is None else min(info.rows, c.max_rows)) * (info.x.dim + info.z.dim)
+    if c.workers == 1 and values <= in_process_max_values:
+        log(f"check {c.name}: {values:,} values <= {in_process_max_values:,}: trains in-process, not as a "
+            f"1-worker Ray Train run")
+        c = dataclasses.replace(c, workers=0)
     if c.max_mi is not None and c.max_mi.unit == "fraction_of_h_z" and h_z is None:
         raise audit.SpecError(f"check {c.name!r}.alerts.max_mi: unit fraction_of_h_z needs a categorical z; "
                               f"{c.z!r} is {info.z.kind}")
