@@ -10,13 +10,22 @@ On a cluster (the same options; data and output in object storage):
 Options are exactly those of ``mine-dist estimate``; here ``--workers`` defaults to 1 (Ray Train).
 """
 
-import argparse
-import sys
+import time
 
-from mine_dist.cli import add_estimate_args, run_entry_point
+STARTED = time.time()  # noqa: E402 - before the imports: benchmarks/ray_overhead.py times them
+
+import argparse  # noqa: E402
+import sys  # noqa: E402
+
+from mine_dist.cli import add_estimate_args, run_entry_point  # noqa: E402
+from mine_dist.distributed.runtime import mark  # noqa: E402
 
 if __name__ == "__main__":
+    mark("driver_start", STARTED)
+    mark("driver_imports")
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_estimate_args(parser)
     parser.set_defaults(workers=1, command="estimate")
-    sys.exit(run_entry_point(parser))
+    code = run_entry_point(parser)
+    mark("driver_end")
+    sys.exit(code)

@@ -133,8 +133,9 @@ def _scan_unit(u: Unit, info: io.DatasetInfo, fractions, drop_nonfinite: bool, k
 
 
 def scan(info: io.DatasetInfo, fractions, drop_nonfinite: bool, sample_rows: int, val_rows: int,
-         seed: int = 0, max_rows: int | None = None) -> Scan:
-    """One parallel pass (Ray tasks, one per row group) over the whole dataset, before training.
+         seed: int = 0, max_rows: int | None = None, in_driver: bool = False) -> Scan:
+    """One parallel pass (Ray tasks, one per row group) over the whole dataset, before training;
+    ``in_driver``: the same pass in this process (small data: no task start-up).
 
     Counts rows per split, rejects NaN/Inf naming the file (or counts the rows dropped), and keeps a
     uniform sample of train rows (normalizer) and of validation rows (early stopping), each row group
@@ -152,8 +153,16 @@ def scan(info: io.DatasetInfo, fractions, drop_nonfinite: bool, sample_rows: int
     def task(u, k_train, k_val):
         return _scan_unit(u, info, fractions, drop_nonfinite, k_train, k_val, seed)
 
-    refs = [task.remote(u, int(np.ceil(sample_rows * u.rows / total)) + 1, int(np.ceil(val_rows * u.rows / total)) + 1)
-            for u in us]
+    quota = [(int(np.ceil(sample_rows * u.rows / total)) + 1, int(np.ceil(val_rows * u.rows / total)) + 1) for u in us]
+    if in_driver:
+        try:
+            parts = [_scan_unit(u, info, fractions, drop_nonfinite, kt, kv, seed) for u, (kt, kv) in zip(us, quota)]
+        except io.DataError:
+            raise
+        except Exception as e:  # noqa: BLE001 - as a failed scan task reports it
+            raise io.DataError(str(e).splitlines()[0] if str(e) else type(e).__name__) from None
+        return _combine(parts, sample_rows, val_rows)
+    refs = [task.remote(u, kt, kv) for u, (kt, kv) in zip(us, quota)]
     parts = []
     try:
         while refs:  # collect as they finish; the first data error cancels the rest
@@ -164,6 +173,10 @@ def scan(info: io.DatasetInfo, fractions, drop_nonfinite: bool, sample_rows: int
             ray.cancel(r)
         cause = e.cause if isinstance(getattr(e, "cause", None), Exception) else e
         raise (cause if isinstance(cause, io.DataError) else io.DataError(str(cause).splitlines()[0])) from None
+    return _combine(parts, sample_rows, val_rows)
+
+
+def _combine(parts: list[dict], sample_rows: int, val_rows: int) -> Scan:
     counts = {c: sum(p[f"n{c}"] for p in parts) for c in (split.TRAIN, split.VAL, split.TEST)}
     cat = lambda k: np.concatenate([p[k] for p in parts])  # noqa: E731
     return Scan(counts, sum(p["dropped"] for p in parts), cat("sx")[:sample_rows], cat("sz")[:sample_rows],
@@ -191,7 +204,7 @@ def within_share(stats: list[np.ndarray]) -> float:
 def split_dataset(info: io.DatasetInfo, which: int, val_fraction: float, test_fraction: float,
                   drop_nonfinite: bool, nx: Normalizer | None = None, nz: Normalizer | None = None,
                   shuffle_units: bool = False, seed: int = 0, max_rows: int | None = None,
-                  global_shuffle: bool = False, materialize: bool = False):
+                  global_shuffle: bool = False, materialize: bool = False, in_driver: bool = False):
     """A Ray Dataset with float32 columns ``x`` (n, dx) and ``z`` (n, dz) for one split.
 
     Args:
@@ -203,6 +216,8 @@ def split_dataset(info: io.DatasetInfo, which: int, val_fraction: float, test_fr
         materialize: read and normalize the split once into the object store; every epoch then
             iterates those blocks (in a new random order, or reshuffled) instead of re-reading the
             files. Only for splits that fit the object store (see :func:`fits_object_store`).
+        in_driver: with ``materialize``, read the row groups in this process and put the same
+            blocks (one per row group) in the object store: no Ray Data execution (small data).
     """
     import ray.data
 
@@ -222,6 +237,13 @@ def split_dataset(info: io.DatasetInfo, which: int, val_fraction: float, test_fr
         one = lambda a: (a[0] if len(a) == 1 else np.concatenate(a)).astype(np.float32, copy=False)  # noqa: E731
         return {"x": one(xs), "z": one(zs)}
 
+    if materialize and in_driver:
+        from ray.data.block import BlockAccessor
+
+        blocks = [load({"file": [u.file], "row_group": [u.row_group], "start": [u.start], "rows": [u.rows]}) for u in us]
+        ds = ray.data.from_blocks([BlockAccessor.batch_to_block(b) for b in blocks if len(b["x"])])
+        ds = ds if global_shuffle else ds.randomize_block_order()
+        return ds.random_shuffle(seed=seed) if global_shuffle else ds
     ds = ray.data.from_items([asdict(u) for u in us], override_num_blocks=len(us))
     # Half a CPU per read task: a worker holding a fractional CPU on a small node must leave room
     # for at least one read task, or Ray Data waits forever for a whole free CPU.

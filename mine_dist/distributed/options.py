@@ -25,6 +25,9 @@ class RayOptions:
             most a quarter of it), ``always`` or ``never``.
         placement: Ray Train placement strategy.
         progress: rank 0 prints a line per validation check.
+        driver_read_max_values: data of at most this many values (rows x (dim x + dim z)) is
+            scanned, and its train split materialized, in the driver process instead of by Ray
+            tasks (0: always Ray tasks). Training still runs on Ray Train workers.
     """
 
     workers: int = 1
@@ -36,6 +39,7 @@ class RayOptions:
     materialize: str = "auto"
     placement: str = "PACK"
     progress: bool = True
+    driver_read_max_values: int = 20_000_000
 
     def __post_init__(self) -> None:
         if not isinstance(self.workers, int) or isinstance(self.workers, bool) or self.workers < 1:
@@ -47,6 +51,8 @@ class RayOptions:
             raise ValueError(f"max_failures must be an int >= 0; got {self.max_failures!r}")
         if not isinstance(self.max_test_rows, int) or self.max_test_rows < 2:
             raise ValueError(f"max_test_rows must be an int >= 2; got {self.max_test_rows!r}")
+        if not isinstance(self.driver_read_max_values, int) or self.driver_read_max_values < 0:
+            raise ValueError(f"driver_read_max_values must be an int >= 0; got {self.driver_read_max_values!r}")
         for name, allowed in (("shuffle", SHUFFLE_MODES), ("materialize", MATERIALIZE_MODES),
                               ("placement", PLACEMENTS)):
             if getattr(self, name) not in allowed:

@@ -3,6 +3,24 @@
 from __future__ import annotations
 
 import os
+import time
+
+PHASE_LOG_ENV = "MINE_DIST_PHASE_LOG"
+
+
+def mark(phase: str, at: float | None = None) -> None:
+    """Append ``{"phase": ..., "t": wall-clock seconds, "pid": ...}`` to the file named by
+    ``MINE_DIST_PHASE_LOG`` (benchmarks/ray_overhead.py splits a run into phases from these); a
+    no-op when it is unset. Wall clock, not a monotonic clock: the marks come from several
+    processes (job driver, Train workers) of one machine."""
+    path = os.environ.get(PHASE_LOG_ENV)
+    if not path:
+        return
+    import json
+
+    line = json.dumps({"phase": phase, "t": time.time() if at is None else at, "pid": os.getpid()}) + "\n"
+    with open(path, "a") as f:  # one short O_APPEND write per mark: lines from processes do not interleave
+        f.write(line)
 
 
 def ensure_ray(**kwargs) -> None:
@@ -26,7 +44,9 @@ def ensure_ray(**kwargs) -> None:
             "logging_config": ray.LoggingConfig(log_level=level), **kwargs}
     if address != "local":
         opts.pop("include_dashboard")
+    mark("ray_init_start")
     ray.init(address=address, **opts)
+    mark("ray_connected")
 
 
 def log_level() -> str:

@@ -10,6 +10,7 @@ only rank 0 writes checkpoints. The test split is scored on the driver after tra
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import secrets
@@ -33,6 +34,7 @@ from mine_dist.normalize import Normalizer
 CHECKPOINT_FILE = "state.pt"
 # CPUs of the cluster left free for Ray Data's read tasks and Tune's trial actors.
 RESERVED_CPUS = 1.5
+PREEMPTION_WATCHER_ENV = "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER"
 
 
 def worker_loop(conf: dict) -> dict:
@@ -40,7 +42,7 @@ def worker_loop(conf: dict) -> dict:
     import ray.train
     from ray.train.torch import prepare_model
 
-    from mine_dist.distributed.runtime import quiet_ray_train_worker
+    from mine_dist.distributed.runtime import mark as phase, quiet_ray_train_worker
     from mine_dist.sync import collective_for_current_process
 
     cfg = EstimatorConfig.from_dict(conf["config"])
@@ -48,6 +50,11 @@ def worker_loop(conf: dict) -> dict:
         quiet_ray_train_worker()
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    if rank == 0:
+        started = _process_start_time()
+        if started is not None:
+            phase("worker_process_start", started)
+        phase("worker_entered")
     device = ray.train.torch.get_device() if conf["use_gpu"] else torch.device("cpu")
     collective = collective_for_current_process(device)
     trainer = Trainer(cfg, conf["dx"], conf["dz"], device, collective, rank,
@@ -66,6 +73,8 @@ def worker_loop(conf: dict) -> dict:
     xv = torch.from_numpy(np.array(conf["val_x"])).to(device)  # copy: Ray hands read-only arrays
     zv = torch.from_numpy(np.array(conf["val_z"])).to(device)
     shard = ray.train.get_dataset_shard("train")
+    if rank == 0:
+        phase("worker_ready")
     # Throughput since the previous report (all ranks' samples), so start-up and the first batch's
     # latency only weigh on the first report, not on every later one.
     mark = {"t": time.perf_counter(), "step": trainer.step_count}
@@ -108,6 +117,8 @@ def worker_loop(conf: dict) -> dict:
         for batch in shard.iter_torch_batches(batch_size=cfg.batch_size, drop_last=True, device=device,
                                               local_shuffle_buffer_size=conf["shuffle_buffer"],
                                               local_shuffle_seed=cfg.seed + rank + trainer.step_count):
+            if rank == 0 and trainer.step_count == 0 and stepped == 0:
+                phase("first_batch")
             trainer.step(batch["x"], batch["z"])
             stepped += 1
             if trainer.step_count % cfg.eval_every == 0 or trainer.step_count == cfg.steps:
@@ -117,6 +128,8 @@ def worker_loop(conf: dict) -> dict:
         if stepped == 0:
             raise RuntimeError(f"rank {rank} got no full batch of {cfg.batch_size} train rows in an epoch; "
                                f"use a smaller --batch-size or fewer --workers")
+    if rank == 0:
+        phase("train_done")
     check_and_report(final=True)
     nodes = [ray.get_runtime_context().get_node_id()]
     if world > 1:
@@ -125,6 +138,8 @@ def worker_loop(conf: dict) -> dict:
         gathered: list = [None] * world
         dist.all_gather_object(gathered, nodes[0])
         nodes = gathered
+    if rank == 0:
+        phase("worker_done")
     return {"steps": trainer.step_count, "best_step": trainer.best_step, "nodes": sorted(set(nodes))}
 
 
@@ -166,14 +181,21 @@ def prepare_inputs(info, data: DataSpec, cfg: EstimatorConfig, opts: RayOptions,
     """
     from mine_dist import normalize
     from mine_dist.distributed.data import scan, split_dataset
+    from mine_dist.distributed.runtime import mark
 
     log = log or _stderr
+    mark("scan_start")
     fractions = (cfg.val_fraction, cfg.test_fraction)
     batch_size = batch_size or cfg.batch_size
+    rows = info.rows if data.max_rows is None else min(info.rows, data.max_rows)
+    # Small data is read in this process: starting a Ray task per row group (a fresh process that
+    # imports torch and pyarrow) costs more than the read (docs/benchmarks.md, Ray job overhead).
+    in_driver = rows * (info.x.dim + info.z.dim) <= opts.driver_read_max_values
     sc = scan(info, fractions, data.drop_nonfinite, sample_rows=200_000, val_rows=cfg.max_eval_rows, seed=cfg.seed,
-              max_rows=data.max_rows)
+              max_rows=data.max_rows, in_driver=in_driver)
     if sc.dropped:
         log(f"dropped {sc.dropped} row(s) with NaN/Inf")
+    mark("scan_done")
     found = leaks.check(sc.sample_x, sc.sample_z, info.x, info.z, data.allow_identical)
     counts = sc.counts
     if counts[split.TRAIN] < batch_size * opts.workers:
@@ -190,7 +212,8 @@ def prepare_inputs(info, data: DataSpec, cfg: EstimatorConfig, opts: RayOptions,
     cache = materialize_train(opts.materialize, counts[split.TRAIN], info.x.dim + info.z.dim)
     train_ds = split_dataset(info, split.TRAIN, *fractions, data.drop_nonfinite, nx, nz, shuffle_units=True,
                              seed=cfg.seed, max_rows=data.max_rows, global_shuffle=shuffle == "global",
-                             materialize=cache)
+                             materialize=cache, in_driver=in_driver)
+    mark("dataset_built")
     return Prepared(sc, nx, nz, nx.apply(sc.val_x), nz.apply(sc.val_z), shuffle, cache, train_ds, tuple(found))
 
 
@@ -206,7 +229,7 @@ def fit_on_ray(info, data: DataSpec, cfg: EstimatorConfig, opts: RayOptions, run
     from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
-    from mine_dist.distributed.runtime import ensure_ray, log_level, train_logging_config
+    from mine_dist.distributed.runtime import ensure_ray, log_level, mark, train_logging_config
 
     ensure_ray()
     if opts.gpu:
@@ -232,14 +255,19 @@ def fit_on_ray(info, data: DataSpec, cfg: EstimatorConfig, opts: RayOptions, run
             logging_config=train_logging_config(),
         ),
         datasets={"train": prep.train_ds},
-        dataset_config=DataConfig(datasets_to_split=["train"]),
+        # One worker iterates the whole dataset itself: no split coordinator actor to start.
+        dataset_config=DataConfig(datasets_to_split=["train"] if opts.workers > 1 else []),
     )
     t0 = time.perf_counter()
-    result = trainer.fit()
+    mark("fit_start")
+    with train_env(single_node=_single_node()):
+        result = trainer.fit()
     wall = time.perf_counter() - t0
+    mark("fit_done")
     with result.checkpoint.as_directory() as d:
         state = torch.load(os.path.join(d, CHECKPOINT_FILE), weights_only=True, map_location="cpu")
     est = estimate_on_test(info, data, cfg, state, prep, opts.max_test_rows, wall)
+    mark("test_done")
     attempts = storage.join(run_dir, "attempts")
     starts = ([f for f in storage.list_files(attempts) if f.rsplit("/", 1)[-1].startswith(conf["invocation"])]
               if storage.exists(attempts) else [])
@@ -272,6 +300,32 @@ def estimate_on_test(info, data: DataSpec, cfg: EstimatorConfig, state: dict, pr
                            normalization={"x": prep.nx.to_dict(), "z": prep.nz.to_dict()})
 
 
+def _single_node() -> bool:
+    import ray
+
+    return sum(1 for n in ray.nodes() if n.get("Alive")) <= 1
+
+
+@contextlib.contextmanager
+def train_env(single_node: bool):
+    """Ray Train settings read from the driver's environment when ``fit()`` starts (Train passes
+    them on to its controller and workers), unless the user set them.
+
+    On a one-node cluster the preemption watcher (an extra actor process per run, which watches
+    for nodes being drained) has nothing to watch: a drained node there takes the whole cluster.
+    Worker-group restarts from checkpoints (``max_failures``) do not depend on it.
+    """
+    set_here = []
+    if single_node and PREEMPTION_WATCHER_ENV not in os.environ:
+        os.environ[PREEMPTION_WATCHER_ENV] = "0"
+        set_here.append(PREEMPTION_WATCHER_ENV)
+    try:
+        yield
+    finally:
+        for k in set_here:
+            os.environ.pop(k, None)
+
+
 def materialize_train(mode: str, train_rows: int, dim: int) -> bool:
     """``--materialize``: auto = when the normalized train split takes at most a quarter of the
     object store. Then the files are read once, not once per epoch, and the read tasks stop
@@ -281,6 +335,17 @@ def materialize_train(mode: str, train_rows: int, dim: int) -> bool:
     if mode == "auto":
         return fits_object_store(train_rows, dim)
     return mode == "always"
+
+
+def _process_start_time() -> float | None:
+    """When this process started (wall clock): a Train worker's process may have been started
+    before its run (Ray pools idle workers), then its start-up is not part of the run."""
+    try:
+        import psutil
+
+        return psutil.Process().create_time()
+    except Exception:  # noqa: BLE001 - a benchmark mark only
+        return None
 
 
 def run_label(run_dir: str) -> str:
