@@ -66,7 +66,27 @@ def within(err: float, truth: float) -> bool:
     return abs(err) <= max(0.1, 0.1 * truth)
 
 
-def mine_child(data: str, steps: int | None) -> None:
+def config_overrides(items: list[str]) -> dict:
+    """``--set`` items ``key=value`` (``critic.width=128``; values read as JSON, else strings) as a
+    nested dict for ``EstimatorConfig.from_dict``."""
+    out: dict = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep:
+            raise SystemExit(f"--set {item!r}: expected key=value")
+        try:
+            value = json.loads(raw)
+        except json.JSONDecodeError:
+            value = raw
+        *parents, leaf = key.split(".")
+        d = out
+        for k in parents:
+            d = d.setdefault(k, {})
+        d[leaf] = value
+    return out
+
+
+def mine_child(data: str, steps: int | None, overrides: dict | None = None) -> None:
     """The mine-dist process: the in-process path of ``mine-dist estimate --workers 0``."""
     t_start = time.perf_counter()
     import torch
@@ -78,7 +98,12 @@ def mine_child(data: str, steps: int | None) -> None:
     import_s = time.perf_counter() - t_start
     info = io.inspect(data, "x", "z", None)
     x, z, keys, _ = io.read_arrays(info)
-    cfg = EstimatorConfig() if steps is None else EstimatorConfig(steps=steps)
+    d = EstimatorConfig().to_dict()
+    for k, v in (overrides or {}).items():
+        d[k] = {**d[k], **v} if isinstance(v, dict) else v
+    if steps is not None:
+        d["steps"] = steps
+    cfg = EstimatorConfig.from_dict(d)
     t0 = time.perf_counter()
     est = MINE(cfg).estimate(x, z, row_keys=keys, passthrough_x=io.passthrough_mask(info.x),
                              passthrough_z=io.passthrough_mask(info.z))
@@ -105,19 +130,24 @@ def _run(cmd: list[str]) -> tuple[dict, float, float]:
     return json.loads(out.stdout.strip().splitlines()[-1]), wall, cpu
 
 
-def run_task(name: str, kind: str, params: dict, rows: int, workdir: str, steps: int | None) -> dict:
+def run_task(name: str, kind: str, params: dict, rows: int, workdir: str, steps: int | None,
+             overrides: dict | None = None, plain_from: dict | None = None) -> dict:
     from mine_dist import synthetic
 
     data = os.path.join(workdir, name)
     truth = synthetic.write_dataset(synthetic.make_spec(kind, **params), rows, 4, data, seed=0)
     mine, mine_wall, mine_cpu = _run([sys.executable, os.path.abspath(__file__), "--child", data]
-                           + ([] if steps is None else ["--child-steps", str(steps)]))
-    plain, plain_wall, plain_cpu = _run([sys.executable, os.path.join(HERE, "plain_mine.py"), data]
-                             + ([] if steps is None else ["--steps", str(steps)]))
+                                     + ([] if steps is None else ["--child-steps", str(steps)])
+                                     + (["--child-config", json.dumps(overrides)] if overrides else []))
+    if plain_from is not None:  # the plain loop's result from an earlier run of the same task and rows
+        plain, plain_wall, plain_cpu = plain_from["plain"], plain_from["plain_proc_s"], plain_from["plain_cpu_s"]
+    else:
+        plain, plain_wall, plain_cpu = _run([sys.executable, os.path.join(HERE, "plain_mine.py"), data]
+                                            + ([] if steps is None else ["--steps", str(steps)]))
     return {"task": name, "kind": kind, "params": params, "dims": mine.pop("dims"), "truth": truth["mi_nats"],
             "truth_se": truth["mi_stderr_nats"], "rows": rows, "mine": mine, "mine_proc_s": mine_wall,
             "mine_cpu_s": mine_cpu, "plain": plain, "plain_proc_s": plain_wall, "plain_cpu_s": plain_cpu,
-            "load_avg": os.getloadavg()[0]}
+            "load_avg": os.getloadavg()[0], "overrides": overrides or {}, "plain_reused": plain_from is not None}
 
 
 def table(results: list[dict]) -> str:
@@ -168,11 +198,18 @@ def main(argv=None) -> None:
     p.add_argument("--jsonl", default=None, help="append each task's result here")
     p.add_argument("--report", default=None, metavar="JSONL", help="print the table and summary of results saved "
                    "with --jsonl (e.g. of an interrupted run) and exit")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="estimator setting for mine-dist instead of its default (repeatable; critic.width=128)")
+    p.add_argument("--plain-from", default=None, metavar="JSONL",
+                   help="take the plain loop's results from an earlier --jsonl of the same tasks and rows "
+                        "instead of running it again (its times then come from that run)")
+    p.add_argument("--parallel", type=int, default=1, help="tasks run at once (times then share the CPUs)")
     p.add_argument("--child", default=None, help=argparse.SUPPRESS)
     p.add_argument("--child-steps", type=int, default=None, help=argparse.SUPPRESS)
+    p.add_argument("--child-config", default=None, help=argparse.SUPPRESS)
     a = p.parse_args(argv)
     if a.child:
-        return mine_child(a.child, a.child_steps)
+        return mine_child(a.child, a.child_steps, json.loads(a.child_config) if a.child_config else None)
     if a.report:
         with open(a.report) as f:
             return report([json.loads(line) for line in f if line.strip()], "")
@@ -183,16 +220,25 @@ def main(argv=None) -> None:
         p.error(f"unknown task(s) {unknown}; known: {list(known)}")
     rows = a.rows or (4000 if a.quick else 20000)
     steps = 300 if a.quick else None
+    overrides = config_overrides(a.set)
+    plain = {}
+    if a.plain_from:
+        with open(a.plain_from) as f:
+            plain = {(r["task"], r["rows"]): r for r in map(json.loads, filter(str.strip, f))}
     results = []
-    with tempfile.TemporaryDirectory(prefix="mine-suite-") as work:
-        for name in names:
-            _, kind, params = known[name]
-            t0 = time.perf_counter()
-            r = run_task(name, kind, params, rows, work, steps)
+    from concurrent.futures import ThreadPoolExecutor
+
+    def one(name):
+        _, kind, params = known[name]
+        return run_task(name, kind, params, rows, work, steps, overrides, plain.get((name, rows)))
+
+    with tempfile.TemporaryDirectory(prefix="mine-suite-") as work, ThreadPoolExecutor(max(1, a.parallel)) as pool:
+        t0 = time.perf_counter()
+        for name, r in zip(names, pool.map(one, names)):
             results.append(r)
             print(f"{name}: truth {r['truth']:.3f}, mine-dist {r['mine']['mi_nats']:.3f} "
                   f"({r['mine_proc_s']:.1f} s), plain {r['plain']['mi_nats']:.3f} ({r['plain_proc_s']:.1f} s); "
-                  f"{time.perf_counter() - t0:.0f} s", file=sys.stderr, flush=True)
+                  f"{time.perf_counter() - t0:.0f} s since start", file=sys.stderr, flush=True)
             if a.jsonl:
                 with open(a.jsonl, "a") as f:
                     f.write(json.dumps(r) + "\n")

@@ -110,6 +110,24 @@ def smile(t_joint: torch.Tensor, t_marg: torch.Tensor, tau: float = 5.0) -> torc
     return js + (value - js).detach()
 
 
+def plugin_entropy(counts: torch.Tensor) -> torch.Tensor:
+    """Plug-in entropy ``-sum p log p`` (nats) of class counts ``(K,)`` (empty classes add 0)."""
+    p = counts[counts > 0] / counts.sum()
+    return -(p * torch.log(p)).sum()
+
+
+def ba(log_q: torch.Tensor, onehot: torch.Tensor) -> torch.Tensor:
+    """Barber-Agakov bound ``H(Z) - CE(q(z|x)) = H(Z) + E_P[log q(z|x)]`` for a categorical z
+    (Barber & Agakov 2003; Poole et al. 2019, eq. 2): at most H(Z), and at most I(X;Z) for any
+    classifier q because E[log q(z|x)] <= E[log p(z|x)]. H(Z) is the plug-in entropy of the rows'
+    labels; the gradient is the classifier's (per-sample) log-likelihood.
+
+    Args:
+        log_q: (B,) log q(z_i | x_i). onehot: (B, K) one-hot labels z_i.
+    """
+    return log_q.mean() + plugin_entropy(onehot.sum(0)).detach()
+
+
 def _check_square(scores: torch.Tensor) -> None:
     if scores.ndim != 2 or scores.shape[0] != scores.shape[1] or scores.shape[0] < 2:
         raise ValueError(
@@ -130,7 +148,8 @@ class Bound:
             trains the critic; None for ``mine``, whose EMA-corrected surrogate needs the
             synchronized moving average (``estimator.train_step``).
         readout: the held-out value read from test scores: ``dv`` (E_P[T] - log E_Q[e^T]), ``nwj``
-            (E_P[T] - E_Q[e^(T-1)]) or ``infonce`` (per-row, the row's block as candidates).
+            (E_P[T] - E_Q[e^(T-1)]), ``infonce`` (per-row, the row's block as candidates) or ``ba``
+            (H(Z) of the test labels + the mean of log q(z|x); a classifier critic, no pairs).
         clipped: the readout clips the partition scores to +-tau (SMILE).
         all_pairs: training and scoring need every pair of a block (the B x B matrix).
         capped: the value cannot exceed log(candidates); the record states the cap.
@@ -158,17 +177,41 @@ REGISTRY: dict[str, Bound] = {b.name: b for b in (
     Bound("smile", lambda tj, tm, s, tau: smile(tj, tm, tau), "dv", clipped=True, strict=False, sweepable=False,
           summary="SMILE: JS training, DV value with clipped partition scores; can overshoot"),
     Bound("dv", lambda tj, tm, s, tau: dv(tj, tm), "dv", summary="DV with the plain (biased) minibatch gradient"),
+    Bound("ba", lambda tj, tm, s, tau: ba(tj, tm), "ba", capped=True,
+          summary="Barber-Agakov: H(Z) - cross-entropy of a classifier q(z|x); z one categorical column; capped at H(Z)"),
 )}
 BOUNDS = tuple(REGISTRY)
-"""Names accepted wherever a bound is chosen. ``mine`` is DV with the EMA-corrected gradient."""
+"""Names of the bounds. ``mine`` is DV with the EMA-corrected gradient."""
+AUTO = "auto"
+"""The default choice: ``ba`` when z is one categorical column, else ``mine`` (:func:`resolve`)."""
+CHOICES = (AUTO, *BOUNDS)
+"""Names accepted wherever a bound is chosen."""
+
+
+def resolve(name: str, z_categorical: bool, z_what: str = "z is not") -> str:
+    """The bound to train: ``auto`` becomes ``ba`` for a categorical z (a classifier reads the label
+    directly: no marginal pairs, no e^T tail, capped at H(Z)) and ``mine`` otherwise.
+
+    Raises:
+        ValueError: ``ba`` for a z that is not one categorical column; an unknown name.
+    """
+    if name == AUTO:
+        return "ba" if z_categorical else "mine"
+    spec(name)
+    if spec(name).readout == "ba" and not z_categorical:
+        raise ValueError(f"bound ba needs z to be one categorical column (a label); {z_what}: "
+                         f"use --bound auto or mine")
+    return name
 
 
 def spec(name: str) -> Bound:
-    """The registry entry of ``name``.
+    """The registry entry of ``name`` (``auto``: ``mine``'s; :func:`resolve` decides it for data).
 
     Raises:
         ValueError: not a known bound.
     """
+    if name == AUTO:  # where the data is not known (a batch of scores), auto can only be mine
+        return REGISTRY["mine"]
     if name not in REGISTRY:
-        raise ValueError(f"bound must be one of {BOUNDS}; got {name!r}")
+        raise ValueError(f"bound must be one of {CHOICES}; got {name!r}")
     return REGISTRY[name]

@@ -54,7 +54,8 @@ def add_estimate_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("estimator")
     g.add_argument("--config", default=None, help="JSON file with an estimator config, e.g. a sweep's best.json "
                    "(its 'config' key); flags given here override it")
-    g.add_argument("--bound", choices=B.BOUNDS, help=f"default {d.bound}")
+    g.add_argument("--bound", choices=B.CHOICES,
+                   help=f"default {d.bound}: ba (a classifier, capped at H(Z)) when z is one categorical column, else mine")
     g.add_argument("--steps", type=int, help=f"maximum training steps (default {d.steps})")
     g.add_argument("--batch-size", type=int, help=f"per-worker batch (default {d.batch_size})")
     g.add_argument("--lr", type=float, help=f"Adam learning rate (default {d.lr})")

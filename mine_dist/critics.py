@@ -23,7 +23,7 @@ from torch import nn
 from mine_dist.bounds import offdiagonal
 
 ACTIVATIONS = {"relu": nn.ReLU, "elu": nn.ELU, "gelu": nn.GELU, "silu": nn.SiLU, "tanh": nn.Tanh}
-KINDS = ("joint", "separable")
+KINDS = ("joint", "separable", "classifier")
 
 
 @dataclass(frozen=True)
@@ -31,11 +31,16 @@ class CriticConfig:
     """Architecture of the critic.
 
     Attributes:
-        kind: ``joint`` (MLP on concat(x, z)) or ``separable`` (f(x) . g(z)).
+        kind: ``joint`` (MLP on concat(x, z)), ``separable`` (f(x) . g(z)), or ``classifier``
+            (log q(z | x) = log_softmax(f(x))[z] for a one-hot z: the critic of the ``ba`` bound).
         width: hidden units per layer.
         depth: number of hidden layers (>= 1).
         activation: one of ``relu, elu, gelu, silu, tanh``.
         embed_dim: output size of f and g for separable critics.
+        quadratic: rank of a quadratic path beside a joint critic's MLP, ``||A v||^2 - ||B v||^2``
+            on ``v = concat(x, z)`` with A, B of ``min(quadratic, dim v)`` rows (0: MLP only). The
+            optimal critic of a Gaussian pair (and of a Gaussian copula after rank-gauss) is a
+            quadratic form in v, which ReLU MLPs approximate poorly at high MI.
     """
 
     kind: str = "joint"
@@ -43,6 +48,7 @@ class CriticConfig:
     depth: int = 2
     activation: str = "relu"
     embed_dim: int = 32
+    quadratic: int = 0
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -51,6 +57,8 @@ class CriticConfig:
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v < 1:
                 raise ValueError(f"critic {name} must be an int >= 1; got {v!r}")
+        if not isinstance(self.quadratic, int) or isinstance(self.quadratic, bool) or self.quadratic < 0:
+            raise ValueError(f"critic quadratic must be an int >= 0 (a rank; 0 turns it off); got {self.quadratic!r}")
         if self.activation not in ACTIVATIONS:
             raise ValueError(
                 f"critic activation must be one of {tuple(ACTIVATIONS)}; got {self.activation!r}"
@@ -70,16 +78,37 @@ def mlp(d_in: int, d_out: int, cfg: CriticConfig) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
+class Quadratic(nn.Module):
+    """``q(v) = ||A v||^2 - ||B v||^2``: any symmetric quadratic form of rank <= 2r on v (r rows
+    each), started near 0 so that training begins from the MLP alone."""
+
+    def __init__(self, d: int, rank: int):
+        super().__init__()
+        r = min(rank, d)
+        self.proj = nn.Linear(d, 2 * r, bias=False)
+        nn.init.normal_(self.proj.weight, std=0.01 / d ** 0.5)
+        self.r = r
+
+    def forward(self, v: torch.Tensor) -> torch.Tensor:
+        h = self.proj(v).square()
+        return h[..., : self.r].sum(-1) - h[..., self.r:].sum(-1)
+
+
 class JointCritic(nn.Module):
-    """T(x, z) = MLP(concat(x, z))."""
+    """T(x, z) = MLP(concat(x, z)) [+ a quadratic form of concat(x, z)]."""
 
     def __init__(self, dx: int, dz: int, cfg: CriticConfig):
         super().__init__()
         self.net = mlp(dx + dz, 1, cfg)
+        self.quad = Quadratic(dx + dz, cfg.quadratic) if cfg.quadratic else None
+
+    def _score(self, v: torch.Tensor) -> torch.Tensor:
+        t = self.net(v).squeeze(-1)
+        return t if self.quad is None else t + self.quad(v)
 
     def pairs(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         """(n,) scores T(x_i, z_i) for row-aligned (n, dx) and (n, dz) inputs."""
-        return self.net(torch.cat([x, z], dim=1)).squeeze(-1)
+        return self._score(torch.cat([x, z], dim=1))
 
     def forward(
         self,
@@ -102,13 +131,13 @@ class JointCritic(nn.Module):
         if matrix:
             xx = x.unsqueeze(1).expand(b, b, x.shape[1])
             zz = z.unsqueeze(0).expand(b, b, z.shape[1])
-            scores = self.net(torch.cat([xx, zz], dim=2)).squeeze(-1)
+            scores = self._score(torch.cat([xx, zz], dim=2))
             return scores.diagonal(), offdiagonal(scores), scores
         if marg_index is None:
             raise ValueError("JointCritic needs marg_index (a derangement of the batch) or matrix=True")
         zm = torch.roll(z, marg_index, 0) if isinstance(marg_index, int) else z.index_select(0, marg_index)
         xz = torch.cat([torch.cat([x, z], dim=1), torch.cat([x, zm], dim=1)])
-        t = self.net(xz).squeeze(-1)
+        t = self._score(xz)
         return t[:b], t[b:], None
 
 
@@ -132,12 +161,32 @@ class SeparableCritic(nn.Module):
         return scores.diagonal(), offdiagonal(scores), scores
 
 
+class ClassifierCritic(nn.Module):
+    """log q(z | x) for a one-hot z of ``dz`` classes: an MLP from x to ``dz`` logits, read at z's
+    class through a log-softmax. The Barber-Agakov bound (``ba``) adds H(Z) to its mean."""
+
+    def __init__(self, dx: int, dz: int, cfg: CriticConfig):
+        super().__init__()
+        if dz < 2:
+            raise ValueError(f"a classifier critic needs a one-hot z of >= 2 classes; got dz = {dz}")
+        self.net = mlp(dx, dz, cfg)
+
+    def pairs(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        """(n,) values log q(z_i | x_i) for one-hot rows ``z``."""
+        return (torch.log_softmax(self.net(x), dim=1) * z).sum(1)
+
+    def forward(self, x: torch.Tensor, z: torch.Tensor, marg_index=None, matrix: bool = False):
+        """``(log q(z_i | x_i) (B,), z (B, dz), None)``: the one-hot labels stand where the other
+        critics return marginal scores (the bound needs the batch's class counts, not pairs)."""
+        return self.pairs(x, z), z, None
+
+
 def build_critic(dx: int, dz: int, cfg: CriticConfig) -> nn.Module:
     """A freshly initialized critic for inputs of dimension ``dx`` and ``dz``."""
     for name, d in (("dx", dx), ("dz", dz)):
         if not isinstance(d, int) or d < 1:
             raise ValueError(f"critic input dimension {name} must be an int >= 1; got {d!r}")
-    return (JointCritic if cfg.kind == "joint" else SeparableCritic)(dx, dz, cfg)
+    return {"joint": JointCritic, "separable": SeparableCritic, "classifier": ClassifierCritic}[cfg.kind](dx, dz, cfg)
 
 
 def derangement(b: int, generator: torch.Generator | None = None, device=None) -> torch.Tensor:

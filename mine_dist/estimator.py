@@ -42,8 +42,10 @@ class EstimatorConfig:
     """Every hyperparameter of an estimate. Validated on construction.
 
     Attributes:
-        bound: ``mine`` (DV + EMA-corrected gradient), ``mine-f`` (NWJ), ``infonce``, ``smile``,
-            ``dv`` (DV with the plain, biased minibatch gradient).
+        bound: ``auto`` (the default: ``ba`` when z is one categorical column, else ``mine``;
+            :meth:`resolved`), ``mine`` (DV + EMA-corrected gradient), ``mine-f`` (NWJ),
+            ``infonce``, ``smile``, ``dv`` (DV with the plain, biased minibatch gradient), ``ba``
+            (Barber-Agakov: H(Z) - cross-entropy of a classifier critic; categorical z).
         critic: the critic architecture.
         batch_size: joint samples per step (per worker in a distributed run).
         lr: Adam learning rate.
@@ -69,7 +71,7 @@ class EstimatorConfig:
             validation and test scoring stay float32). For GPUs with bf16 units.
     """
 
-    bound: str = "mine"
+    bound: str = B.AUTO
     critic: CriticConfig = field(default_factory=CriticConfig)
     batch_size: int = 512
     lr: float = 5e-4
@@ -92,8 +94,14 @@ class EstimatorConfig:
     def __post_init__(self) -> None:
         if isinstance(self.critic, dict):
             object.__setattr__(self, "critic", CriticConfig(**self.critic))
-        if self.bound not in B.BOUNDS:
-            raise ValueError(f"bound must be one of {B.BOUNDS}; got {self.bound!r}")
+        if self.bound not in B.CHOICES:
+            raise ValueError(f"bound must be one of {B.CHOICES}; got {self.bound!r}")
+        if self.bound == "ba" and self.critic.kind == "joint":  # ba trains a classifier q(z|x)
+            object.__setattr__(self, "critic", replace(self.critic, kind="classifier"))
+        if self.bound == "ba" and self.critic.kind != "classifier":
+            raise ValueError(f"bound ba trains a classifier critic; got critic kind {self.critic.kind!r}")
+        if self.critic.kind == "classifier" and self.bound not in ("ba", B.AUTO):
+            raise ValueError(f"critic kind classifier goes with bound ba; got bound {self.bound!r}")
         ints = {"batch_size": 2, "steps": 1, "eval_every": 1, "patience": 0, "eval_negatives": 1, "val_negatives": 1,
                 "max_eval_rows": 2, "bootstrap": 0, "seed": 0}
         for name, lo in ints.items():
@@ -130,6 +138,19 @@ class EstimatorConfig:
         if unknown:
             raise ValueError(f"unknown estimator config key(s) {unknown}; known: {sorted(known)}")
         return cls(**d)
+
+    def resolved(self, z_categorical: bool, z_what: str = "z is not") -> "EstimatorConfig":
+        """This config with ``bound: auto`` decided for the data (``ba`` for one categorical z
+        column, else ``mine``; an ``auto`` classifier critic falls back to ``joint`` for ``mine``).
+
+        Raises:
+            ValueError: ``ba`` for a z that is not one categorical column.
+        """
+        bound = B.resolve(self.bound, z_categorical, z_what)
+        critic = self.critic
+        if bound != "ba" and critic.kind == "classifier":
+            critic = replace(critic, kind="joint")
+        return self if (bound, critic) == (self.bound, self.critic) else replace(self, bound=bound, critic=critic)
 
     def resolved_device(self) -> torch.device:
         if self.device == "auto":
@@ -219,6 +240,9 @@ def score_rows(
 
     ``critic`` is the bare module (not DDP-wrapped): scoring is local and gradient-free.
 
+    For ``ba`` (a classifier critic) the pair is ``(log q(z_i | x_i) (n,), the one-hot z (n, K))``
+    in row order: no negatives.
+
     Rows are shuffled with ``seed`` (so data sorted by z still gets honest negatives) and cut into
     blocks of about ``batch_size`` (:func:`block_sizes`); each row's K negatives are other rows of
     its block: all of them for separable critics and InfoNCE (column c of row r pairs x_r with
@@ -229,6 +253,9 @@ def score_rows(
     random sample, so fixed offsets pair as randomly as random ones).
     """
     n = x.shape[0]
+    if B.spec(cfg.bound).readout == "ba":  # per-row log q(z|x); the one-hot labels give H(Z)
+        tj = torch.cat([critic.pairs(xb, zb) for xb, zb in zip(torch.split(x, 65536), torch.split(z, 65536))])
+        return tj.double().cpu().numpy(), z.double().cpu().numpy()
     g = torch.Generator().manual_seed(seed)
     order = torch.randperm(n, generator=g)
     tj_out, tm_out = [], []
@@ -279,8 +306,17 @@ def bound_from_scores(bound: str, tj: np.ndarray, tm: np.ndarray, tau: float = 5
     """
     if B.spec(bound).readout == "infonce":
         return float(np.mean(_infonce_terms(tj, tm)[0]))
+    if B.spec(bound).readout == "ba":
+        return float(tj.mean() + _entropy(tm.sum(0)))
     e, shift = terms or _marginal_terms(bound, tm, tau)
     return float(_bound_of_sums(bound, tj.mean(), e.sum(), np.isfinite(tm).sum(), shift))
+
+
+def _entropy(counts: np.ndarray) -> np.ndarray:
+    """Plug-in entropy (nats) of class counts ``(..., K)``, possibly weighted (resamples x K)."""
+    counts = np.asarray(counts, dtype=np.float64)
+    p = counts / counts.sum(-1, keepdims=True)
+    return -np.sum(np.where(p > 0, p * np.log(np.where(p > 0, p, 1.0)), 0.0), -1)
 
 
 def _marginal_terms(bound: str, tm: np.ndarray, tau: float) -> tuple[np.ndarray, float]:
@@ -352,7 +388,7 @@ def marginal_ess(bound: str, tm: np.ndarray, tau: float = 5.0, terms=None) -> fl
     None for InfoNCE, whose per-row normalizers are bounded by its cap). When a few pairs carry most
     of the weight, the held-out mean of e^T is decided by the tail the sample happened to contain:
     the DV / NWJ value then reads high and its interval is too narrow (docs/benchmarks.md)."""
-    if B.spec(bound).readout == "infonce":
+    if B.spec(bound).readout in ("infonce", "ba"):
         return None
     e, _ = terms or _marginal_terms(bound, tm, tau)
     return float(e.sum() ** 2 / np.einsum("ij,ij->", e, e))
@@ -421,6 +457,16 @@ def bootstrap_ci(
     if resamples == 0:
         return (math.nan, math.nan, math.nan)
     n = tj.shape[0]
+    if B.spec(bound).readout == "ba":
+        # Rows are independent (a classifier scores each row alone): the row bootstrap is exact;
+        # each resample re-weights the mean log q and the label counts behind H(Z).
+        rng = np.random.default_rng(seed)
+        v = []
+        for start in range(0, resamples, 16):
+            w = _poisson1(rng, (min(16, resamples - start), n))
+            v.append((w @ tj) / w.sum(1) + _entropy(w @ tm))
+        lo, hi, lower = np.quantile(np.concatenate(v), [0.025, 0.975, 0.05])
+        return float(lo), float(hi), float(lower)
     if batch_size is None:
         stats, shift = _row_only_statistics(bound, tj, tm, tau, terms)
     else:
@@ -604,8 +650,10 @@ class MINE:
         Raises:
             ValueError / TypeError: bad shapes, dtypes, NaN/Inf, constant columns, too few rows.
         """
-        cfg = self.config
         x, z = check_pair(x, z)
+        categorical = passthrough_z is not None and bool(np.all(passthrough_z)) and z.shape[1] >= 2 \
+            and bool(np.all((z == 0) | (z == 1))) and bool(np.all(z.sum(1) == 1))
+        cfg = self.config.resolved(categorical, "z is not (pass one-hot rows and passthrough_z)")
         n = x.shape[0]
         keys = np.arange(n, dtype=np.uint64) if row_keys is None else np.asarray(row_keys)
         if keys.shape != (n,):
@@ -750,16 +798,18 @@ def finish_estimate(cfg: EstimatorConfig, tj, tm, *, n_train, n_val, steps, best
     dependence that generalizes to held-out rows.
     """
     spec = B.spec(cfg.bound)
-    terms = None if spec.readout == "infonce" else _marginal_terms(cfg.bound, tm, cfg.smile_tau)
+    terms = None if spec.readout in ("infonce", "ba") else _marginal_terms(cfg.bound, tm, cfg.smile_tau)
     raw = bound_from_scores(cfg.bound, tj, tm, cfg.smile_tau, terms)
     sizes, full = block_sizes(tj.shape[0], cfg.batch_size), _full_pairs(cfg)
     # Scores not in score_rows' layout (built by hand) fall back to the row bootstrap, and say so.
-    paired = _in_layout(tm.shape[1], sizes, full)
+    paired = spec.readout != "ba" and _in_layout(tm.shape[1], sizes, full)
     lo, hi, lower = bootstrap_ci(cfg.bound, tj, tm, cfg.smile_tau, cfg.bootstrap, cfg.seed + 13,
                                  batch_size=cfg.batch_size if paired else None, full=full, terms=terms)
     mi, clo, chi, clower = max(raw, 0.0), max(lo, 0.0), max(hi, 0.0), max(lower, 0.0)
     # InfoNCE averages per-row values, each at most log(its candidates): the cap is their mean.
-    cap = float(np.mean(np.log(np.isfinite(tm).sum(1) + 1))) if spec.capped else None
+    # BA is at most the plug-in H(Z) of the test labels.
+    cap = None if not spec.capped else float(_entropy(tm.sum(0))) if spec.readout == "ba" else \
+        float(np.mean(np.log(np.isfinite(tm).sum(1) + 1)))
     ceiling = None if cap is not None else sample_ceiling(tm)
     ess = marginal_ess(cfg.bound, tm, cfg.smile_tau, terms)
     notes = (readout_warnings(cfg, raw, int(tj.shape[0]), ess, int(np.isfinite(tm).sum()))
@@ -767,10 +817,12 @@ def finish_estimate(cfg: EstimatorConfig, tj, tm, *, n_train, n_val, steps, best
     return MIEstimate(
         mi_nats=mi, mi_bits=_bits(mi), ci95_nats=(clo, chi), ci95_bits=(_bits(clo), _bits(chi)),
         bound_nats=raw, bound_ci95_nats=(lo, hi),
-        bound=cfg.bound, cap_nats=cap, n_train=int(n_train), n_val=int(n_val), n_test=int(tj.shape[0]),
+        bound=spec.name, cap_nats=cap, n_train=int(n_train), n_val=int(n_val), n_test=int(tj.shape[0]),
         steps=int(steps), best_step=int(best_step), stopped_early=bool(stopped_early),
         ci_method=(f"percentile bootstrap over test rows, {cfg.bootstrap} resamples of Poisson(1) row weights; "
-                   + ("each marginal pair (x_i, z_j) weighted by both rows (w_i + w_j - 1, first order of w_i * w_j)"
+                   + ("rows independent (a classifier scores each row alone): each weight applies to the row's "
+                      "log q(z|x) and to its label's count in H(Z)" if spec.readout == "ba" else
+                      "each marginal pair (x_i, z_j) weighted by both rows (w_i + w_j - 1, first order of w_i * w_j)"
                       if paired else "each row's weight on its own negatives only (scores not in score_rows' layout)")
                    + "; lower95 = the 5% quantile (one-sided). Test sampling only: the critic is held fixed"),
         train_wall_s=round(wall, 3), curves=curves, normalization=normalization, config=cfg.to_dict(),
@@ -788,6 +840,7 @@ class Trainer:
 
     def __init__(self, cfg: EstimatorConfig, dx: int, dz: int, device: torch.device,
                  collective: Collective = LOCAL, rank: int = 0, wrap=None):
+        cfg = cfg.resolved(False) if cfg.bound == B.AUTO else cfg  # no data here: auto is mine
         self.cfg = cfg
         torch.manual_seed(cfg.seed)  # identical initial parameters on every rank
         critic = build_critic(dx, dz, cfg.critic).to(device)

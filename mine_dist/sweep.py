@@ -34,6 +34,8 @@ KEYS = tuple(CRITIC_KEYS) + ESTIMATOR_KEYS
 POSITIVE = ("lr", "batch_size", "ema_rate", "depth", "width", "embed_dim", "smile_tau")
 
 # Why sweeps refuse SMILE (measured: docs/benchmarks.md, "Sweep vs default configuration").
+NOT_SWEPT_BA = ("trials are compared on the DV bound of their critic on the validation rows, which needs a pair "
+                "critic T(x, z); ba's classifier and auto's choice of it are not swept (estimate ba directly)")
 NOT_A_BOUND = ("its clipped value is not a lower bound and can exceed the true MI, and a sweep picks the "
                "highest validation value, which rewards exactly that overshoot (a 20-d sweep picked a SMILE "
                "trial reporting 22.4 nats for a truth of 16.6); sweep the lower bounds (mine, dv, mine-f, "
@@ -98,6 +100,8 @@ def parse_space(raw: dict | None, where: str = "search space") -> SearchSpace:
                     raise ValueError(f"{where}: {key} choices must be positive numbers; got {v!r}")
         choices[key] = tuple(vals)
     for name in choices.get("bound", ()):
+        if name == B.AUTO or (name in B.REGISTRY and B.REGISTRY[name].readout == "ba"):
+            raise ValueError(f"{where}: bound {name!r} cannot be swept: {NOT_SWEPT_BA}")
         if name in B.REGISTRY and not B.REGISTRY[name].sweepable:
             raise ValueError(f"{where}: bound {name!r} cannot be swept: {NOT_A_BOUND}")
     space = SearchSpace(choices, logu)

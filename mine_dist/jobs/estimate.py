@@ -75,14 +75,16 @@ class EstimateJob:
                                   f"pass --resume {run_id} to continue it, or choose another --run-id")
         if self.resume is not None and not has_ckpt:
             raise FileNotFoundError(f"--resume {run_id}: no checkpoints in {storage.describe(run_dir)}")
+        info = self.data.inspect()
+        cfg = self.config.resolved(info.z.kind == "categorical", f"z {list(info.z.columns)} is {info.z.kind}")
         if self.resume is not None:
             # What the Ray workers trained with (--gpu runs them on cuda).
-            ran = {**self.config.to_dict(), **({"device": "cuda"} if self.ray.gpu else {})}
+            ran = {**cfg.to_dict(), **({"device": "cuda"} if self.ray.gpu else {})}
             rundir.check_resume(run_dir, ran, self.data.request())
         claim = rundir.claim(self.output, run_id, what, request=self.data.request())
         started, t0 = runs.now_iso(), time.perf_counter()
         try:
-            est, record = self._estimate_and_write(run_id, run_dir, started, t0)
+            est, record = self._estimate_and_write(info, cfg, run_id, run_dir, started, t0)
         except (ValueError, TypeError, storage.StorageError, FileNotFoundError):
             # Bad input or configuration: nothing of this run is worth keeping (a resumed run keeps
             # what its first attempt wrote).
@@ -105,17 +107,17 @@ class EstimateJob:
             raise
         return EstimateResult(est, record, run_dir)
 
-    def _estimate_and_write(self, run_id: str, run_dir: str, started: str, t0: float) -> tuple[MIEstimate, dict]:
-        info = self.data.inspect()
+    def _estimate_and_write(self, info, cfg: EstimatorConfig, run_id: str, run_dir: str, started: str,
+                            t0: float) -> tuple[MIEstimate, dict]:
         log(f"data: {info.rows} rows in {len(info.files)} file(s); x = {info.x.kind} {list(info.x.columns)} "
             f"(dim {info.x.dim}), z = {info.z.kind} {list(info.z.columns)} (dim {info.z.dim})")
         truth = runs.read_ground_truth(self.data.uri)
         if self.ray is None:
-            est, facts = fit_in_process(info, self.data, self.config, self.threads, self.progress)
+            est, facts = fit_in_process(info, self.data, cfg, self.threads, self.progress)
         else:
             from mine_dist.distributed.train import fit_on_ray  # Ray is imported only on this path
 
-            est, facts = fit_on_ray(info, self.data, self.config, self.ray, run_dir, log=log)
+            est, facts = fit_on_ray(info, self.data, cfg, self.ray, run_dir, log=log)
         result = result_fields(est, facts)
         record = runs.build_record(run_id, result, self.workers, info, truth, started, t0, run_dir)
         runs.write_run(run_dir, record, result["curves"], truth)

@@ -39,11 +39,16 @@ class SweepJob:
 
     def run(self) -> dict:
         """Run (or resume) the sweep; returns the record written as ``best.json``."""
-        if not B.spec(self.base.bound).sweepable:
-            raise ValueError(f"--bound {self.base.bound} cannot be a sweep's base configuration: {sweep.NOT_A_BOUND}")
+        # Trials are compared on the DV bound of their critic on validation rows, which needs a
+        # pair critic: auto means mine here, whatever z is.
+        base = self.base.resolved(False) if self.base.bound == B.AUTO else self.base
+        if base.bound == "ba":
+            raise ValueError(f"--bound ba cannot be a sweep's base configuration: {sweep.NOT_SWEPT_BA}")
+        if not B.spec(base.bound).sweepable:
+            raise ValueError(f"--bound {base.bound} cannot be a sweep's base configuration: {sweep.NOT_A_BOUND}")
         raw = yamlio.read(self.space, f"--space {self.space}") if self.space else None
         space = sweep.parse_space(raw, where=f"--space {self.space}" if self.space else "default search space")
-        configs = sweep.sample_trials(space, self.base, self.trials, self.sweep_seed)
+        configs = sweep.sample_trials(space, base, self.trials, self.sweep_seed)
         sweep_id, what = run_id_or_new(self.run_id, self.resume, "sweep")
         check_device(self.base.device, self.ray.workers, self.ray.gpu)
         check_not_in_ray_job_dir(self.output, self.data.uri)
