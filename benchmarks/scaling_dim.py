@@ -7,11 +7,13 @@ This measures, for the joint critic (MLP on concat(x, z)) and the separable crit
 * **in-process**: ``mine_dist.estimator.Trainer(cfg, d, d, cpu).step`` (the same ``train_step``
   ``MINE.estimate`` and the Ray worker run) on pre-made random batches, torch threads 1 (as a Ray
   Train worker has); each (critic, d) cell is timed ``--rounds`` times, cells interleaved, and the
-  median is reported (steps per timed run chosen so a run lasts ~``--target-s`` seconds);
+  median is reported (steps per timed run chosen so a run takes ~``--target-s`` CPU seconds), as
+  thread CPU time per step (what the step costs, and much less sensitive to other load on a
+  shared machine than wall time) and as wall time;
 * **Ray Train, 1 worker**: ``mine-dist estimate --workers 1`` on a Gaussian dataset of that d
   (``run_ray_estimate`` of ``benchmarks/ray_train_throughput.py``: the library's own path, with
   timers installed around ``Trainer.step``, batch fetches, validation and reports in the worker);
-  reported: the median ``Trainer.step`` wall inside the worker, and the steady-state ms per step
+  reported: the median ``Trainer.step`` thread CPU (and wall) inside the worker, and the steady-state ms per step
   (steps + batch fetches + validation every ``--eval-every`` steps + checkpointed reports, from
   the first to the last non-final report).
 
@@ -41,12 +43,12 @@ import torch
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
-def time_steps(trainer, batches, steps: int) -> float:
-    """Seconds per step over ``steps`` steps."""
-    t0 = time.perf_counter()
+def time_steps(trainer, batches, steps: int) -> tuple[float, float]:
+    """(wall, thread CPU) seconds per step over ``steps`` steps."""
+    t0, c0 = time.perf_counter(), time.thread_time()
     for i in range(steps):
         trainer.step(*batches[i % len(batches)])
-    return (time.perf_counter() - t0) / steps
+    return (time.perf_counter() - t0) / steps, (time.thread_time() - c0) / steps
 
 
 def fits(ds: list[int], ts: list[float], tail_from: int) -> dict:
@@ -104,15 +106,16 @@ def main(argv=None) -> None:
             g = torch.Generator().manual_seed(d)
             batches = [(torch.randn(B, d, generator=g), torch.randn(B, d, generator=g)) for _ in range(4)]
             tr = Trainer(cfg, d, d, torch.device("cpu"))
-            per = time_steps(tr, batches, 5)  # warm-up; sizes the timed runs
-            per = time_steps(tr, batches, 5)
+            time_steps(tr, batches, 5)  # warm-up
+            per = time_steps(tr, batches, 5)[1]  # sizes the timed runs
             cells[k, d] = {"trainer": tr, "batches": batches, "steps": max(5, int(a.target_s / per)), "times": [],
                            "params": sum(q.numel() for q in tr.critic.parameters())}
     for _ in range(a.rounds):
         for c in cells.values():
             c["times"].append(time_steps(c["trainer"], c["batches"], c["steps"]))
     for c in cells.values():
-        c["t"] = statistics.median(c["times"])
+        c["t"] = statistics.median(w for w, _ in c["times"])
+        c["cpu"] = statistics.median(u for _, u in c["times"])
         del c["trainer"], c["batches"]
     print("done: in-process", file=sys.stderr, flush=True)
 
@@ -132,7 +135,7 @@ def main(argv=None) -> None:
                                 "--critic", k, "--bootstrap", "100", "--max-test-rows", "20000"]
                         res = run_ray_estimate(data_dir, out_dir, args)
                         br = worker_breakdown(res["worker"], res["driver"], B)
-                        ray_cells[k, d] = {"step_ms": br["step_wall_ms"],
+                        ray_cells[k, d] = {"step_ms": br["step_wall_ms"], "step_cpu_ms": br["step_cpu_ms"],
                                            "steady_ms": 1e3 * br["window_s"] / br["window_steps"]
                                            if "window_s" in br else float("nan"),
                                            "fit_s": br["fit_wall_s"], "start_s": br["fit_to_first_step_s"],
@@ -144,23 +147,25 @@ def main(argv=None) -> None:
                 shutil.rmtree(data_dir, ignore_errors=True)
 
     # ---- table
-    print("| critic | d | params | in-process ms/step | in-process samples/s | Ray worker `Trainer.step` ms | "
-          "Ray steady ms/step (incl. fetch, validation, reports) | Ray samples/s (steady) | Ray fit() s (start-up s) |")
+    print("| critic | d | params | in-process ms/step: CPU (wall) | in-process samples/s (wall) | Ray worker "
+          "`Trainer.step` ms: CPU (wall) | Ray steady ms/step (incl. fetch, validation, reports) | Ray samples/s "
+          "(steady) | Ray fit() s (start-up s) |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for k in a.critics:
         for d in a.dims:
             c = cells[k, d]
             r = ray_cells.get((k, d))
-            ray = (f"{r['step_ms']:.2f} | {r['steady_ms']:.2f} | {1e3 * B / r['steady_ms']:,.0f} | "
+            ray = (f"{r['step_cpu_ms']:.2f} ({r['step_ms']:.2f}) | {r['steady_ms']:.2f} | {1e3 * B / r['steady_ms']:,.0f} | "
                    f"{r['fit_s']:.1f} ({r['start_s']:.1f})" if r else " | | | ")
-            print(f"| {k} | {d} | {c['params']:,} | {1e3 * c['t']:.2f} | {B / c['t']:,.0f} | {ray} |")
+            print(f"| {k} | {d} | {c['params']:,} | {1e3 * c['cpu']:.2f} ({1e3 * c['t']:.2f}) | {B / c['t']:,.0f} | {ray} |")
     print()
     for k in a.critics:
-        f = fits(a.dims, [cells[k, d]["t"] for d in a.dims], a.tail_from)
-        print(f"- {k}, in-process: {fit_line(f)}.")
+        for key, name in (("cpu", "CPU"), ("t", "wall")):
+            f = fits(a.dims, [cells[k, d][key] for d in a.dims], a.tail_from)
+            print(f"- {k}, in-process, {name} per step: {fit_line(f)}.")
         rd = [d for d in a.ray_dims if (k, d) in ray_cells]
         if len(rd) >= 2:
-            for key, name in (("step_ms", "Ray worker Trainer.step"), ("steady_ms", "Ray steady state")):
+            for key, name in (("step_cpu_ms", "Ray worker Trainer.step CPU"), ("steady_ms", "Ray steady state wall")):
                 f = fits(rd, [ray_cells[k, d][key] / 1e3 for d in rd], a.tail_from)
                 print(f"- {k}, {name} (d = {', '.join(map(str, rd))}): {fit_line(f)}.")
     print(f"\n(d >= tail: d >= {a.tail_from}.) Ray runs: `mine-dist estimate --workers 1 --steps {a.ray_steps} "
