@@ -205,8 +205,8 @@ def ensure_data(spec: AuditSpec, log=print) -> None:
     log(f"[{spec.audit}] {missing[0].data} is missing: running {spec.prepare}")
     try:  # the script's output goes to stderr with the audit's progress (stdout may carry --json)
         out = sys.stderr.fileno()
-    except (AttributeError, OSError, ValueError):
-        out = None
+    except (AttributeError, OSError, ValueError):  # sys.stderr replaced (e.g. captured): the process's fd 2
+        out = 2
     proc = subprocess.run([sys.executable, spec.prepare], cwd=os.path.dirname(spec.prepare), stdout=out)
     if proc.returncode != 0:
         raise DataError(f"audit spec: prepare script {spec.prepare} exited with code {proc.returncode} "
