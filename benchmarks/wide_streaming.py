@@ -179,13 +179,14 @@ def main(argv=None) -> None:
     p.add_argument("--materialize-rows", type=int, default=100_000, help="rows the materialized path reads")
     p.add_argument("--memory-rows", type=int, default=250_000,
                    help="the first configuration's streaming pass again on this many rows (memory flat in rows)")
-    p.add_argument("--train-steps", type=int, default=60, help="Trainer.step batches per fed run")
+    p.add_argument("--train-steps", type=int, default=200, help="Trainer.step batches per fed run")
+    p.add_argument("--fed-only", action="store_true", help="only the fed-training comparison (no input passes)")
     p.add_argument("--parent", default="/tmp")
     p.add_argument("--quick", action="store_true", help="100k rows, 384/768-d float32/float16, short runs")
     a = p.parse_args(argv)
     if a.quick:
         a.rows, a.dtypes, a.shards = 100_000, ["float32", "float16"], 4
-        a.materialize_rows, a.memory_rows, a.train_steps = 50_000, 25_000, 30
+        a.materialize_rows, a.memory_rows, a.train_steps = 50_000, 25_000, 60
     a.memory_rows = min(a.memory_rows, a.rows)
     warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
     sys.path.insert(0, HERE)
@@ -246,9 +247,14 @@ def main(argv=None) -> None:
                     sum(cold)
                     t_cold = time.monotonic() - t0
                 r = {"dim": dim, "dtype": dtype, "gen": t_gen, "bytes": size, "rows": info.rows}
-                r["raw"], r["raw_mem"] = measured(sampler, lambda: raw_batches(info.files, a.batch, dim))
-                get = lazy_split(ds)
-                r["stream"], r["stream_mem"] = measured(sampler, lambda: ray_batches(get(), a.batch, shuffle))
+                if a.fed_only:
+                    none = {"rows": 0, "rate": math.nan, "rate_after_first": math.nan, "first": math.nan, "wall": 1.0}
+                    r["raw"] = r["stream"] = none
+                    r["raw_mem"] = r["stream_mem"] = {"rss": 0, "anon": 0, "shmem": 0, "tasks": 0, "tree_pss": 0}
+                else:
+                    r["raw"], r["raw_mem"] = measured(sampler, lambda: raw_batches(info.files, a.batch, dim))
+                    get = lazy_split(ds)
+                    r["stream"], r["stream_mem"] = measured(sampler, lambda: ray_batches(get(), a.batch, shuffle))
                 print(f"done: {dim} {dtype} raw {r['raw']['rate']:,.0f} stream {r['stream']['rate']:,.0f} rows/s",
                       file=sys.stderr, flush=True)
                 t0 = time.monotonic()
@@ -261,20 +267,20 @@ def main(argv=None) -> None:
                 tr_s = Trainer(cfg, dim, dim, torch.device("cpu"))
                 tr_m = Trainer(cfg, dim, dim, torch.device("cpu"))
                 list(memory_batches(X, Z, tr, a.batch, tr_m.step, limit=5))  # warm up
+                # In-memory runs before and after one streaming run of the same length. The
+                # streaming run is one epoch of a fresh split after 3 untimed batches (start-up),
+                # long enough (``--train-steps`` x B rows, many row groups) that what Ray Data read
+                # ahead during start-up is a small part of it: the worker's steady state.
                 fed = {"stream": [], "mat": []}
-                # One streaming epoch from a fresh split, consumed in pieces: after a few untimed
-                # batches (pipeline start-up) the timed pieces see what a worker sees mid-epoch.
+                mat_run = lambda: memory_batches(X, Z, tr, a.batch, tr_m.step, limit=a.train_steps)  # noqa: E731
+                fed["mat"].append(measured(sampler, mat_run)[0])
                 stream = ray_batches(ds.streaming_split(1, equal=True)[0], a.batch, shuffle, step=tr_s.step)
                 list(itertools.islice(stream, 3))
-                for _ in range(2):
-                    qm = measured(sampler, lambda: memory_batches(X, Z, tr, a.batch, tr_m.step,
-                                                                  limit=a.train_steps // 2))[0]
-                    qs = measured(sampler, lambda: itertools.islice(stream, a.train_steps // 2))[0]
-                    fed["mat"].append(qm)
-                    fed["stream"].append(qs)
+                fed["stream"].append(measured(sampler, lambda: itertools.islice(stream, a.train_steps))[0])
+                fed["mat"].append(measured(sampler, mat_run)[0])
                 r["fed"] = fed
                 del X, Z
-                if ci == 0 and a.memory_rows < a.rows:
+                if ci == 0 and a.memory_rows < a.rows and not a.fed_only:
                     g2 = lazy_split(streaming(info, a.memory_rows))
                     q, m = measured(sampler, lambda: ray_batches(g2(), a.batch, shuffle))
                     memrows = [(sum(u.rows for u in units(info, a.memory_rows)), q, m),
@@ -320,17 +326,17 @@ def main(argv=None) -> None:
           "pass, from /proc every 0.25 s; shared = pages mapped from the object store (/dev/shm). Materialized memory "
           "grows with the rows it holds (float64 arrays + float32 tensors).\n")
     print(f"### Training fed by each path: `Trainer.step` samples/s (EstimatorConfig defaults, batch {a.batch})\n")
-    print("| d | on disk | fed from memory (materialized) | fed by streaming (as the Train worker) | streaming / "
-          "materialized |")
+    print("| d | on disk | fed from memory (materialized): before, after | fed by streaming (as the Train worker) | "
+          "streaming / materialized |")
     print("|---:|---|---:|---:|---:|")
     for r in results:
         fm = [q["rate"] for q in r["fed"]["mat"]]
         fs = [q["rate"] for q in r["fed"]["stream"]]
-        print(f"| {r['dim']} | {r['dtype']} | {statistics.median(fm):,.0f} ({', '.join(f'{v:,.0f}' for v in fm)}) | "
-              f"{statistics.median(fs):,.0f} ({', '.join(f'{v:,.0f}' for v in fs)}) | "
-              f"**{statistics.median(s / m for s, m in zip(fs, fm)):.2f}x** |")
-    print(f"\nEach cell: median of 2 alternated runs of {a.train_steps // 2} steps (the runs); streaming: one epoch "
-          "of a fresh split, its first 3 batches (start-up) untimed. Ratio: median of the paired ratios.\n")
+        print(f"| {r['dim']} | {r['dtype']} | {', '.join(f'{v:,.0f}' for v in fm)} | {fs[0]:,.0f} | "
+              f"**{fs[0] / statistics.mean(fm):.2f}x** |")
+    print(f"\nEach run: {a.train_steps} steps; in-memory runs right before and after the streaming run; streaming: "
+          "one epoch of a fresh split, its first 3 batches (start-up) untimed. Ratio: streaming over the mean of the "
+          "two in-memory runs.\n")
     if memrows:
         r0 = results[0]
         print(f"### Memory flat in rows (streaming, d {r0['dim']}, {r0['dtype']})\n")
