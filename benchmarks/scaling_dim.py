@@ -23,8 +23,8 @@ log(time) vs log(d) over d >= ``--tail-from`` (1 when the d-term dominates; the 
 below 1 at small d), and a least-squares fit time = a + b*d over every d with its largest
 relative residual (small when the cost is linear in d).
 
-    .venv/bin/python benchmarks/scaling_dim.py --quick     # ~4 min: 6 dims in-process, 2 on Ray
-    .venv/bin/python benchmarks/scaling_dim.py             # ~12 min: 10 dims in-process, 4 on Ray
+    .venv/bin/python benchmarks/scaling_dim.py --quick     # 6 dims in-process, 2 on Ray: ~16 min at load 20 (Ray start-up)
+    .venv/bin/python benchmarks/scaling_dim.py             # 10 dims in-process, 4 on Ray (8 Ray runs)
 """
 
 from __future__ import annotations

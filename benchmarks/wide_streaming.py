@@ -32,8 +32,8 @@ coordinates, independent N(0, 1) for the rest (rho 0.8): I(X;Z) = -(latent/2) ln
 = 8.17 nats for 16 latent pairs. Rounding to float32 / float16 is a function of each variable, so
 the stored pair's MI is at most that (data processing inequality); ``ground_truth.json`` records it.
 
-    .venv/bin/python benchmarks/wide_streaming.py --quick        # ~3 min: 100k rows, 384/768-d, float32/float16
-    .venv/bin/python benchmarks/wide_streaming.py                # 1M rows: ~15 min, 6 GB of /tmp at a time
+    .venv/bin/python benchmarks/wide_streaming.py --quick        # 100k rows, 384/768-d, float32/float16: ~10 min at load 20
+    .venv/bin/python benchmarks/wide_streaming.py                # 1M rows, 6 configs: long (~25 min for 2 configs at load 20), 6 GB of /tmp at a time
 """
 
 from __future__ import annotations
