@@ -30,7 +30,7 @@ _EST_FLAGS = {
     "bound": str, "batch_size": int, "lr": float, "steps": int, "ema_rate": float, "smile_tau": float,
     "eval_every": int, "patience": int, "val_fraction": float, "test_fraction": float,
     "normalize": str, "eval_negatives": int, "val_negatives": int, "precision": str, "bootstrap": int, "seed": int,
-    "device": str,
+    "device": str, "replicates": int,
 }
 _CRITIC_FLAGS = {"critic": ("kind", str), "width": ("width", int), "depth": ("depth", int),
                  "activation": ("activation", str), "embed_dim": ("embed_dim", int)}
@@ -70,10 +70,12 @@ def add_estimate_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--val-negatives", type=int, help=f"marginal pairs per validation row at each check (default {d.val_negatives})")
     g.add_argument("--bootstrap", type=int, help=f"bootstrap resamples for the interval (default {d.bootstrap})")
     g.add_argument("--seed", type=int, help=f"default {d.seed}")
+    g.add_argument("--replicates", type=int, help=f"critics trained with different seeds and train/validation rows, "
+                   f"averaged; the interval adds their spread to test sampling (in-process; default {d.replicates})")
     g.add_argument("--device", choices=["cpu", "cuda", "auto"], help=f"default {d.device}")
     g.add_argument("--precision", choices=["fp32", "bf16"], help=f"bf16: autocast the critic's training forward "
                    f"pass to bfloat16, for GPUs (default {d.precision})")
-    g.add_argument("--critic", choices=critics.KINDS, help=f"critic family (default {c.kind})")
+    g.add_argument("--critic", choices=critics.KINDS, help=f"critic family (default {c.kind}; ba uses classifier)")
     g.add_argument("--width", type=int, help=f"hidden units (default {c.width})")
     g.add_argument("--depth", type=int, help=f"hidden layers (default {c.depth})")
     g.add_argument("--activation", choices=list(critics.ACTIVATIONS), help=f"default {c.activation}")

@@ -65,6 +65,9 @@ class EstimatorConfig:
         max_eval_rows: validation rows scored at each check (a fixed subsample when larger).
         bootstrap: resamples for the 95% interval.
         seed: seeds initialization, batch order and negative sampling.
+        replicates: critics trained (replicate r: seed + r, split_seed + r) and averaged; the
+            interval then adds their spread (training variance) to test sampling. In-process only.
+        split_seed: which train / validation assignment of the non-test rows (test rows fixed).
         device: ``cpu``, ``cuda`` or ``auto``.
         precision: ``fp32``, or ``bf16``: the critic's forward pass in training runs under
             ``torch.autocast`` with bfloat16 (the bound, the EMA and the optimizer stay float32;
@@ -88,6 +91,8 @@ class EstimatorConfig:
     max_eval_rows: int = 10000
     bootstrap: int = 1000
     seed: int = 0
+    replicates: int = 1
+    split_seed: int = 0
     device: str = "cpu"
     precision: str = "fp32"
 
@@ -103,7 +108,7 @@ class EstimatorConfig:
         if self.critic.kind == "classifier" and self.bound not in ("ba", B.AUTO):
             raise ValueError(f"critic kind classifier goes with bound ba; got bound {self.bound!r}")
         ints = {"batch_size": 2, "steps": 1, "eval_every": 1, "patience": 0, "eval_negatives": 1, "val_negatives": 1,
-                "max_eval_rows": 2, "bootstrap": 0, "seed": 0}
+                "max_eval_rows": 2, "bootstrap": 0, "seed": 0, "replicates": 1, "split_seed": 0}
         for name, lo in ints.items():
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v < lo:
@@ -433,7 +438,27 @@ def bootstrap_ci(
     bound: str, tj: np.ndarray, tm: np.ndarray, tau: float, resamples: int, seed: int,
     batch_size: int | None = None, full: bool = False, terms=None,
 ) -> tuple[float, float, float]:
-    """95% percentile interval and one-sided 95% lower limit ``(lo, hi, lower)`` for the bound.
+    """95% percentile interval and one-sided 95% lower limit ``(lo, hi, lower)`` for the bound
+    (the quantiles of :func:`bootstrap_values`)."""
+    return _limits(bootstrap_values(bound, tj, tm, tau, resamples, seed, batch_size, full, terms))
+
+
+def _limits(v: np.ndarray | None) -> tuple[float, float, float]:
+    """(2.5%, 97.5%, 5%) quantiles of resampled bounds; NaNs without resamples."""
+    if v is None or v.size == 0:
+        return (math.nan, math.nan, math.nan)
+    lo, hi, lower = np.quantile(v, [0.025, 0.975, 0.05])
+    return float(lo), float(hi), float(lower)
+
+
+def bootstrap_values(
+    bound: str, tj: np.ndarray, tm: np.ndarray, tau: float, resamples: int, seed: int,
+    batch_size: int | None = None, full: bool = False, terms=None,
+) -> np.ndarray | None:
+    """The bound under ``resamples`` bootstrap re-weightings of the test rows: (R,) or None.
+
+    The weights depend on ``seed`` and the number of rows only, so critics scored on the same
+    rows in the same order (replicates) are re-weighted identically and their values average.
 
     Poisson(1) row weights (the large-n approximation of the multinomial bootstrap), O(rows) per
     resample. Each marginal pair is weighted by both of its rows (first order of the product
@@ -455,7 +480,7 @@ def bootstrap_ci(
         data arrays of arbitrary order", Ann. Appl. Stat. 2012.
     """
     if resamples == 0:
-        return (math.nan, math.nan, math.nan)
+        return None
     n = tj.shape[0]
     if B.spec(bound).readout == "ba":
         # Rows are independent (a classifier scores each row alone): the row bootstrap is exact;
@@ -465,8 +490,7 @@ def bootstrap_ci(
         for start in range(0, resamples, 16):
             w = _poisson1(rng, (min(16, resamples - start), n))
             v.append((w @ tj) / w.sum(1) + _entropy(w @ tm))
-        lo, hi, lower = np.quantile(np.concatenate(v), [0.025, 0.975, 0.05])
-        return float(lo), float(hi), float(lower)
+        return np.concatenate(v)
     if batch_size is None:
         stats, shift = _row_only_statistics(bound, tj, tm, tau, terms)
     else:
@@ -480,10 +504,8 @@ def bootstrap_ci(
                                     + np.minimum(np.arange(BOOTSTRAP_GROUPS), n % BOOTSTRAP_GROUPS), axis=0)
     rng = np.random.default_rng(seed)
     resample = _row_only_bounds if batch_size is None else _resampled_bounds
-    v = np.concatenate([resample(bound, stats, shift, _poisson1(rng, (min(16, resamples - start), stats.shape[0])))
-                        for start in range(0, resamples, 16)])
-    lo, hi, lower = np.quantile(v, [0.025, 0.975, 0.05])
-    return float(lo), float(hi), float(lower)
+    return np.concatenate([resample(bound, stats, shift, _poisson1(rng, (min(16, resamples - start), stats.shape[0])))
+                           for start in range(0, resamples, 16)])
 
 
 BOOTSTRAP_GROUPS = 50_000
@@ -548,6 +570,9 @@ class MIEstimate:
         curves: per check: step, train (mean batch bound since the previous check), val, ema.
         normalization: how inputs were normalized (x and z).
         config: every hyperparameter and the seed.
+        replicates: with ``config.replicates`` > 1, each replicate's seed, split_seed, value,
+            interval, steps and warnings (the estimate is their mean); None for one critic.
+        resamples: the raw bound under each bootstrap re-weighting (not in ``to_dict``).
     """
 
     mi_nats: float
@@ -575,9 +600,12 @@ class MIEstimate:
     lower95_bits: float = math.nan
     bound_lower95_nats: float = math.nan
     marginal_ess: float | None = None
+    replicates: list | None = None
+    resamples: np.ndarray | None = field(default=None, repr=False, compare=False)
 
     def to_dict(self) -> dict:
-        d = asdict(self)
+        d = asdict(replace(self, resamples=None))
+        d.pop("resamples")
         d["ci95_nats"] = list(self.ci95_nats)
         d["ci95_bits"] = list(self.ci95_bits)
         d["bound_ci95_nats"] = list(self.bound_ci95_nats)
@@ -658,7 +686,27 @@ class MINE:
         keys = np.arange(n, dtype=np.uint64) if row_keys is None else np.asarray(row_keys)
         if keys.shape != (n,):
             raise ValueError(f"row_keys must have shape ({n},); got {keys.shape}")
-        which = split.assign(keys, cfg.val_fraction, cfg.test_fraction)
+        if cfg.replicates > 1:
+            return self._replicated(cfg, x, z, keys, passthrough_x, passthrough_z, progress)
+        return self._estimate_one(cfg, x, z, keys, passthrough_x, passthrough_z, progress)
+
+    def _replicated(self, cfg, x, z, keys, passthrough_x, passthrough_z, progress) -> MIEstimate:
+        """K critics one after another (seed + r, split_seed + r), scored on the same test rows
+        with the same row order and bootstrap weights, then combined (:func:`combine_replicates`)."""
+        ests = []
+        for r in range(cfg.replicates):
+            cfg_r = replace(cfg, replicates=1, seed=cfg.seed + r, split_seed=cfg.split_seed + r)
+            if progress:
+                print(f"replicate {r + 1}/{cfg.replicates} (seed {cfg_r.seed}, split_seed {cfg_r.split_seed})",
+                      file=sys.stderr, flush=True)
+            ests.append(self._estimate_one(cfg_r, x, z, keys, passthrough_x, passthrough_z, progress,
+                                           score_seed=cfg.seed))
+        return combine_replicates(cfg, ests)
+
+    def _estimate_one(self, cfg, x, z, keys, passthrough_x, passthrough_z, progress, score_seed=None) -> MIEstimate:
+        n = x.shape[0]
+        score_seed = cfg.seed if score_seed is None else score_seed
+        which = split.assign(keys, cfg.val_fraction, cfg.test_fraction, cfg.split_seed)
         tr, va, te = (np.flatnonzero(which == s) for s in (split.TRAIN, split.VAL, split.TEST))
         if tr.size < cfg.batch_size:
             raise ValueError(
@@ -705,11 +753,11 @@ class MINE:
             bar.close()
         wall = time.perf_counter() - t0
         trainer.restore_best()
-        tj, tm = score_rows(trainer.critic, X[te], Z[te], cfg, seed=cfg.seed + 11)
+        tj, tm = score_rows(trainer.critic, X[te], Z[te], cfg, seed=score_seed + 11)
         return finish_estimate(
             cfg, tj, tm, n_train=tr.size, n_val=va.size, steps=trainer.step_count,
             best_step=trainer.best_step, stopped_early=trainer.stopped_early, wall=wall,
-            curves=trainer.curves, normalization={"x": nx.to_dict(), "z": nz.to_dict()},
+            curves=trainer.curves, normalization={"x": nx.to_dict(), "z": nz.to_dict()}, bootstrap_seed=score_seed + 13,
         )
 
 
@@ -788,7 +836,7 @@ def training_warnings(cfg: EstimatorConfig, curves: list, steps: int, best_step:
 
 
 def finish_estimate(cfg: EstimatorConfig, tj, tm, *, n_train, n_val, steps, best_step, stopped_early,
-                    wall, curves, normalization) -> MIEstimate:
+                    wall, curves, normalization, bootstrap_seed: int | None = None) -> MIEstimate:
     """Turn held-out test scores (in the layout of :func:`score_rows`) into the :class:`MIEstimate`.
 
     The value is a lower bound on I(X;Z) evaluated on held-out rows. MI is non-negative, so
@@ -803,8 +851,10 @@ def finish_estimate(cfg: EstimatorConfig, tj, tm, *, n_train, n_val, steps, best
     sizes, full = block_sizes(tj.shape[0], cfg.batch_size), _full_pairs(cfg)
     # Scores not in score_rows' layout (built by hand) fall back to the row bootstrap, and say so.
     paired = spec.readout != "ba" and _in_layout(tm.shape[1], sizes, full)
-    lo, hi, lower = bootstrap_ci(cfg.bound, tj, tm, cfg.smile_tau, cfg.bootstrap, cfg.seed + 13,
-                                 batch_size=cfg.batch_size if paired else None, full=full, terms=terms)
+    values = bootstrap_values(cfg.bound, tj, tm, cfg.smile_tau, cfg.bootstrap,
+                              cfg.seed + 13 if bootstrap_seed is None else bootstrap_seed,
+                              batch_size=cfg.batch_size if paired else None, full=full, terms=terms)
+    lo, hi, lower = _limits(values)
     mi, clo, chi, clower = max(raw, 0.0), max(lo, 0.0), max(hi, 0.0), max(lower, 0.0)
     # InfoNCE averages per-row values, each at most log(its candidates): the cap is their mean.
     # BA is at most the plug-in H(Z) of the test labels.
@@ -827,7 +877,76 @@ def finish_estimate(cfg: EstimatorConfig, tj, tm, *, n_train, n_val, steps, best
                    + "; lower95 = the 5% quantile (one-sided). Test sampling only: the critic is held fixed"),
         train_wall_s=round(wall, 3), curves=curves, normalization=normalization, config=cfg.to_dict(),
         ceiling_nats=ceiling, warnings=notes, lower95_nats=clower, lower95_bits=_bits(clower),
-        bound_lower95_nats=lower, marginal_ess=ess,
+        bound_lower95_nats=lower, marginal_ess=ess, resamples=values,
+    )
+
+
+def combine_replicates(cfg: EstimatorConfig, ests: list[MIEstimate]) -> MIEstimate:
+    """The mean of K replicate estimates scored on the same test rows, with an interval for both
+    sources of error.
+
+    * Test sampling: every replicate was re-weighted by the same bootstrap weights (same rows, same
+      order, same seed), so the mean of their resampled values is the resampled mean; its
+      quantiles give its spread, the correlation between replicates included.
+    * Training: the replicates differ in initialization, batch order and train / validation rows
+      only; their sample standard deviation s over sqrt(K), with a Student-t quantile (K - 1 df),
+      is the training error of the mean.
+
+    The two are added in quadrature on each side: ``lo = m - sqrt((m - q2.5)^2 + (t.975 s / sqrt K)^2)``,
+    likewise ``hi`` and the one-sided ``lower`` (q5, t.95). Replicates disagreeing beyond their own
+    intervals (two values further apart than the sum of their half-widths) add an *unstable* warning.
+    """
+    from scipy import stats as st
+
+    k = len(ests)
+    raw = np.array([e.bound_nats for e in ests])
+    m = float(raw.mean())
+    sd = float(raw.std(ddof=1)) if k > 1 else 0.0
+    if all(e.resamples is not None for e in ests):
+        v = np.mean([e.resamples for e in ests], axis=0)
+        q_lo, q_hi, q_lower = _limits(v)
+        mean_v = float(np.mean(v))
+        # centre the resample quantiles on the mean: their offsets are the test-sampling half-widths
+        d_lo, d_hi, d_lower = mean_v - q_lo, q_hi - mean_v, mean_v - q_lower
+    else:
+        v, d_lo, d_hi, d_lower = None, math.nan, math.nan, math.nan
+    t975, t95 = (float(st.t.ppf(0.975, k - 1)), float(st.t.ppf(0.95, k - 1))) if k > 1 else (0.0, 0.0)
+    tr975, tr95 = t975 * sd / math.sqrt(k), t95 * sd / math.sqrt(k)
+    lo = m - math.hypot(d_lo, tr975)
+    hi = m + math.hypot(d_hi, tr975)
+    lower = m - math.hypot(d_lower, tr95)
+    halfw = [(e.bound_ci95_nats[1] - e.bound_ci95_nats[0]) / 2 for e in ests]
+    notes: list[str] = []
+    for e in ests:
+        for w in e.warnings:
+            if w not in notes:
+                notes.append(w)
+    worst = max(((abs(raw[i] - raw[j]) - halfw[i] - halfw[j], i, j) for i in range(k) for j in range(i + 1, k)),
+                default=(-1.0, 0, 0))
+    if worst[0] > 0:
+        i, j = worst[1], worst[2]
+        notes.append(f"unstable: replicates {i} and {j} disagree beyond their intervals ({raw[i]:.3f} vs {raw[j]:.3f} "
+                     f"nats; between-replicate sd {sd:.3f}): training decides the number more than the test rows "
+                     f"do; use more rows, more --steps, or more --replicates")
+    first = ests[0]
+    mi, clo, chi, clower = max(m, 0.0), max(lo, 0.0), max(hi, 0.0), max(lower, 0.0)
+    caps = [e.cap_nats for e in ests if e.cap_nats is not None]
+    ess = [e.marginal_ess for e in ests if e.marginal_ess is not None]
+    return replace(
+        first, mi_nats=mi, mi_bits=_bits(mi), ci95_nats=(clo, chi), ci95_bits=(_bits(clo), _bits(chi)),
+        bound_nats=m, bound_ci95_nats=(lo, hi), lower95_nats=clower, lower95_bits=_bits(clower),
+        bound_lower95_nats=lower, cap_nats=float(np.mean(caps)) if caps else None,
+        marginal_ess=float(min(ess)) if ess else None, warnings=notes, config=cfg.to_dict(),
+        train_wall_s=round(sum(e.train_wall_s for e in ests), 3), resamples=v,
+        ci_method=(f"mean of {k} replicates (seed + r, split_seed + r: different initialization, batch order and "
+                   f"train/validation rows; the same test rows); test sampling: {first.ci_method.split('; lower95')[0]}, "
+                   f"the same weights for every replicate, quantiles of the replicates' mean; training: "
+                   f"t({k - 1}) quantile x between-replicate sd / sqrt({k}); the two added in quadrature on each side; "
+                   f"lower95 likewise one-sided (5% quantile, t 0.95)"),
+        replicates=[{"replicate": r, "seed": e.config["seed"], "split_seed": e.config["split_seed"],
+                     "bound_nats": e.bound_nats, "bound_ci95_nats": list(e.bound_ci95_nats), "steps": e.steps,
+                     "best_step": e.best_step, "n_train": e.n_train, "n_val": e.n_val, "warnings": e.warnings}
+                    for r, e in enumerate(ests)],
     )
 
 
@@ -949,5 +1068,5 @@ def _progress(total: int, enabled: bool):
 __all__ = [
     "EstimatorConfig", "MINE", "MIEstimate", "Trainer", "train_step", "score_rows",
     "bound_from_scores", "bootstrap_ci", "finish_estimate", "check_pair", "replace", "block_sizes",
-    "marginal_ess", "sample_ceiling", "readout_reliable", "readout_warnings", "training_warnings", "MIN_ESS",
+    "marginal_ess", "sample_ceiling", "combine_replicates", "bootstrap_values", "readout_reliable", "readout_warnings", "training_warnings", "MIN_ESS",
 ]

@@ -40,12 +40,14 @@ def row_keys(n: int, start: int = 0, file: str | None = None) -> np.ndarray:
         return _splitmix64(pos) ^ file_key(file)
 
 
-def assign(keys: np.ndarray, val_fraction: float, test_fraction: float) -> np.ndarray:
+def assign(keys: np.ndarray, val_fraction: float, test_fraction: float, split_seed: int = 0) -> np.ndarray:
     """Split code (TRAIN=0, VAL=1, TEST=2) for each key.
 
     Args:
         keys: (n,) integer row keys (any integer dtype; row ids are used as they are).
         val_fraction, test_fraction: fractions in [0, 1) with a sum below 1.
+        split_seed: which train / validation assignment of the non-test rows (0: the canonical
+            one). The test rows never depend on it: replicates re-draw validation rows only.
     """
     if not (0 <= val_fraction < 1 and 0 <= test_fraction < 1 and val_fraction + test_fraction < 1):
         raise ValueError(
@@ -54,6 +56,12 @@ def assign(keys: np.ndarray, val_fraction: float, test_fraction: float) -> np.nd
         )
     u = (_splitmix64(np.asarray(keys).astype(np.uint64)) >> np.uint64(11)).astype(np.float64) / float(1 << 53)
     out = np.full(u.shape, TRAIN, dtype=np.int8)
-    out[u < val_fraction + test_fraction] = VAL
+    if split_seed:
+        with np.errstate(over="ignore"):
+            salted = np.asarray(keys).astype(np.uint64) ^ _splitmix64(np.full(1, split_seed, np.uint64))
+        u2 = (_splitmix64(salted) >> np.uint64(11)).astype(np.float64) / float(1 << 53)
+        out[u2 < val_fraction / (1.0 - test_fraction)] = VAL
+    else:
+        out[u < val_fraction + test_fraction] = VAL
     out[u < test_fraction] = TEST
     return out

@@ -62,6 +62,9 @@ class EstimateJob:
             DataError: bad input data (exit 3). StorageError: storage problems (exit 4).
         """
         run_id, what = run_id_or_new(self.run_id, self.resume)
+        if self.config.replicates > 1 and self.ray is not None:
+            raise ValueError(f"--replicates {self.config.replicates} runs in-process only (--workers 0) for now; "
+                             f"on Ray, run the replicates as separate estimates with --seed and --config split_seed")
         if self.resume is not None and self.ray is None:
             raise ValueError("--resume needs the Ray path (--workers >= 1): in-process runs keep no checkpoints")
         check_device(self.config.device, self.workers, bool(self.ray and self.ray.gpu))
