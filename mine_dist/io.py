@@ -16,6 +16,7 @@ converted, naming the file. All errors are :class:`DataError` with a one-line me
 from __future__ import annotations
 
 import fnmatch
+import functools
 import hashlib
 from dataclasses import asdict, dataclass, field
 
@@ -108,6 +109,24 @@ class DatasetInfo:
     # Each file's parsed footer, so a run parses every footer once (inspect) and later opens (read
     # tasks, the scan, the test split) reuse it: on object stores each footer read is a round trip.
     metadata: tuple = field(default=(), repr=False, compare=False)
+
+    def key_name(self, f: str) -> str:
+        """The name a file's row keys are derived from (without a row-id column): its path relative
+        to the folder all the dataset's files share, so Hive-style ``a=1/part-0.parquet`` and
+        ``a=2/part-0.parquet`` differ, and moving the dataset keeps every row's split. For files
+        in one folder this is the base name."""
+        return f[len(self._key_root):] if f.startswith(self._key_root) else f.rsplit("/", 1)[-1]
+
+    @functools.cached_property
+    def _key_root(self) -> str:
+        parts = [f.split("/")[:-1] for f in self.files]
+        common = parts[0] if parts else []
+        for p in parts[1:]:
+            n = 0
+            while n < min(len(common), len(p)) and common[n] == p[n]:
+                n += 1
+            common = common[:n]
+        return "/".join(common) + "/"
 
     def open(self, f: str) -> pq.ParquetFile:
         """One of the dataset's files, opened with its footer already parsed (when known)."""
@@ -477,7 +496,7 @@ def read_arrays(info: DatasetInfo, max_rows: int | None = None, drop_nonfinite: 
                 check_statistics(pf.metadata, rg, t, (info.x, info.z), where)
                 x, z = to_array(t, info.x, where), to_array(t, info.z, where)
                 keys = (t.column(info.row_id).to_numpy().astype(np.uint64) if info.row_id
-                        else split.row_keys(t.num_rows, start, f))
+                        else split.row_keys(t.num_rows, start, info.key_name(f)))
                 start += t.num_rows
                 bad = nonfinite_rows(x) | nonfinite_rows(z)
                 if bad.any():

@@ -26,9 +26,10 @@ def _splitmix64(x: np.ndarray) -> np.ndarray:
 
 
 def file_key(name: str) -> np.uint64:
-    """A stable 64-bit key for a file name (its base name, so moving the dataset keeps splits)."""
-    base = name.rstrip("/").rsplit("/", 1)[-1]
-    return np.uint64(int.from_bytes(hashlib.blake2b(base.encode(), digest_size=8).digest(), "little"))
+    """A stable 64-bit key for a file's name: callers pass its path relative to the dataset's
+    folder (``DatasetInfo.key_name``), so moving the dataset keeps splits and Hive partitions with
+    equal file names differ. A leading "/" or scheme is not stripped: pass relative names."""
+    return np.uint64(int.from_bytes(hashlib.blake2b(name.rstrip("/").encode(), digest_size=8).digest(), "little"))
 
 
 def row_keys(n: int, start: int = 0, file: str | None = None) -> np.ndarray:

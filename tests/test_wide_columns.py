@@ -114,6 +114,6 @@ def test_read_unit_normalized_values_unchanged(tmp_path, rng, dtype):
         rx, rz = D.read_unit(u, info, split.TRAIN, 0.1, 0.2, False)
         assert rx.dtype == (np.float64 if dtype == np.float64 else np.float32)
         t = info.open(u.file).read_row_group(u.row_group)
-        keep = split.assign(split.row_keys(u.rows, u.start, u.file), 0.1, 0.2) == split.TRAIN
+        keep = split.assign(split.row_keys(u.rows, u.start, info.key_name(u.file)), 0.1, 0.2) == split.TRAIN
         np.testing.assert_array_equal(nx.apply(rx), nx.apply(io.to_array(t, info.x, "w")[keep]))
         np.testing.assert_array_equal(nz.apply(rz), nz.apply(io.to_array(t, info.z, "w")[keep]))

@@ -59,7 +59,7 @@ def read_unit(u: Unit, info: io.DatasetInfo, which: int, val_fraction: float, te
     except (OSError, pa.ArrowException) as e:
         raise io.DataError(f"failed reading {where}: {str(e).splitlines()[0]}") from None
     keys = (t.column(info.row_id).to_numpy().astype(np.uint64) if info.row_id
-            else split.row_keys(t.num_rows, u.start, u.file))
+            else split.row_keys(t.num_rows, u.start, info.key_name(u.file)))
     keep = split.assign(keys, val_fraction, test_fraction) == which
     x = io.to_array(t, info.x, where, keep_float32=True)[keep]
     z = io.to_array(t, info.z, where, keep_float32=True)[keep]
@@ -107,7 +107,7 @@ def _scan_unit(u: Unit, info: io.DatasetInfo, fractions, drop_nonfinite: bool, k
     io.check_statistics(pf.metadata, u.row_group, t, (info.x, info.z), where)
     x, z = io.to_array(t, info.x, where), io.to_array(t, info.z, where)
     keys = (t.column(info.row_id).to_numpy().astype(np.uint64) if info.row_id
-            else split.row_keys(t.num_rows, u.start, u.file))
+            else split.row_keys(t.num_rows, u.start, info.key_name(u.file)))
     codes = split.assign(keys, *fractions)
     bad = io.nonfinite_rows(x) | io.nonfinite_rows(z)
     if bad.any() and not drop_nonfinite:
