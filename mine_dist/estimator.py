@@ -55,7 +55,10 @@ class EstimatorConfig:
         eval_every: steps between validation checks.
         patience: validation checks without improvement before stopping (0 disables).
         val_fraction, test_fraction: shares of rows held out (deterministic split by row key).
-        normalize: ``standard``, ``rank-gauss`` or ``none``.
+        normalize: ``rank-gauss`` (the default: each numeric coordinate through its train-split
+            ranks to a standard normal; MI is invariant under such monotone maps, and heavy tails,
+            which made the critic collapse under ``standard``, become Gaussian), ``standard`` or
+            ``none``. One-hot (categorical) columns are always left as they are.
         eval_negatives: marginal pairs per held-out test row for joint critics (separable critics
             and InfoNCE use every other row of the evaluation block).
         val_negatives: the same for the validation checks during training. Fewer than for the
@@ -85,7 +88,7 @@ class EstimatorConfig:
     patience: int = 5
     val_fraction: float = 0.1
     test_fraction: float = 0.2
-    normalize: str = "standard"
+    normalize: str = "rank-gauss"
     eval_negatives: int = 16
     val_negatives: int = 4
     max_eval_rows: int = 10000

@@ -60,6 +60,22 @@ def test_two_workers_estimate(ray_session, data, tmp_path):
     assert rec["ci95_nats"][0] <= truth + 0.01 and rec["mi_nats"] >= 0.75 * truth
 
 
+def test_replicates_run_side_by_side_with_the_in_process_splits(ray_session, data, tmp_path):
+    # Two Ray Train runs at once (one Ray task each); replicate r trains on the same train /
+    # validation rows as the in-process replicate r (split_seed + r), all on the same test rows.
+    rec = _estimate(data, tmp_path, "rep", "--workers", "1", "--replicates", "2", "--steps", "200")
+    ref = _estimate(data, tmp_path, "rep-local", "--workers", "0", "--replicates", "2", "--steps", "200")
+    assert [r["split_seed"] for r in rec["replicates"]] == [0, 1]
+    assert [(r["n_train"], r["n_val"]) for r in rec["replicates"]] == \
+        [(r["n_train"], r["n_val"]) for r in ref["replicates"]]
+    assert rec["replicates"][0]["n_val"] != rec["replicates"][1]["n_val"]
+    assert rec["n_test"] == ref["n_test"]
+    assert rec["bound_nats"] == pytest.approx(sum(r["bound_nats"] for r in rec["replicates"]) / 2)
+    assert rec["ci_method"].startswith("mean of 2 replicates")
+    for r in range(2):
+        assert any(c.startswith("step_") for c in os.listdir(tmp_path / "rep" / "replicates" / str(r) / "checkpoints"))
+
+
 def _train_fn(conf):
     """Ray Train worker: the same steps as tests/test_sync_equivalence.py, with Ray's process group."""
     import ray.train

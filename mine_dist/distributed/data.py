@@ -46,7 +46,7 @@ def units(info: io.DatasetInfo, max_rows: int | None = None) -> list[Unit]:
 
 
 def read_unit(u: Unit, info: io.DatasetInfo, which: int, val_fraction: float, test_fraction: float,
-              drop_nonfinite: bool) -> tuple[np.ndarray, np.ndarray]:
+              drop_nonfinite: bool, split_seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Rows of split ``which`` in one row group, as (n, dx), (n, dz) arrays: float32 for float16 /
     float32 list columns (read from the Arrow buffers without a float64 copy; ``Normalizer.apply``
     gives the same values as from float64), float64 otherwise."""
@@ -60,7 +60,7 @@ def read_unit(u: Unit, info: io.DatasetInfo, which: int, val_fraction: float, te
         raise io.DataError(f"failed reading {where}: {str(e).splitlines()[0]}") from None
     keys = (t.column(info.row_id).to_numpy().astype(np.uint64) if info.row_id
             else split.row_keys(t.num_rows, u.start, info.key_name(u.file)))
-    keep = split.assign(keys, val_fraction, test_fraction) == which
+    keep = split.assign(keys, val_fraction, test_fraction, split_seed) == which
     x = io.to_array(t, info.x, where, keep_float32=True)[keep]
     z = io.to_array(t, info.z, where, keep_float32=True)[keep]
     bad = io.nonfinite_rows(x) | io.nonfinite_rows(z)
@@ -163,11 +163,14 @@ def scan(info: io.DatasetInfo, fractions, drop_nonfinite: bool, sample_rows: int
             raise io.DataError(str(e).splitlines()[0] if str(e) else type(e).__name__) from None
         return _combine(parts, sample_rows, val_rows)
     refs = [task.remote(u, kt, kv) for u, (kt, kv) in zip(us, quota)]
-    parts = []
+    index = {r: i for i, r in enumerate(refs)}
+    parts = [None] * len(refs)
     try:
         while refs:  # collect as they finish; the first data error cancels the rest
             done, refs = ray.wait(refs, num_returns=1)
-            parts.append(ray.get(done[0]))
+            # in unit order, whatever the completion order: the normalizer sample and the
+            # validation rows are then the same in every run (and as in the driver-side scan)
+            parts[index[done[0]]] = ray.get(done[0])
     except ray.exceptions.RayTaskError as e:
         for r in refs:
             ray.cancel(r)
@@ -204,7 +207,8 @@ def within_share(stats: list[np.ndarray]) -> float:
 def split_dataset(info: io.DatasetInfo, which: int, val_fraction: float, test_fraction: float,
                   drop_nonfinite: bool, nx: Normalizer | None = None, nz: Normalizer | None = None,
                   shuffle_units: bool = False, seed: int = 0, max_rows: int | None = None,
-                  global_shuffle: bool = False, materialize: bool = False, in_driver: bool = False):
+                  global_shuffle: bool = False, materialize: bool = False, in_driver: bool = False,
+                  split_seed: int = 0):
     """A Ray Dataset with float32 columns ``x`` (n, dx) and ``z`` (n, dz) for one split.
 
     Args:
@@ -229,7 +233,7 @@ def split_dataset(info: io.DatasetInfo, which: int, val_fraction: float, test_fr
         xs, zs = [], []
         for f, rg, start, rows in zip(batch["file"], batch["row_group"], batch["start"], batch["rows"]):
             u = Unit(str(f), int(rg), int(start), int(rows))
-            x, z = read_unit(u, info, which, val_fraction, test_fraction, drop_nonfinite)
+            x, z = read_unit(u, info, which, val_fraction, test_fraction, drop_nonfinite, split_seed)
             xs.append(x if nx is None else nx.apply(x))
             zs.append(z if nz is None else nz.apply(z))
         # One row group per call (batch_size=1): no concatenate, and no astype copy of what is

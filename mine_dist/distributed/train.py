@@ -185,7 +185,7 @@ def prepare_inputs(info, data: DataSpec, cfg: EstimatorConfig, opts: RayOptions,
 
     log = log or _stderr
     mark("scan_start")
-    fractions = (cfg.val_fraction, cfg.test_fraction)
+    fractions = (cfg.val_fraction, cfg.test_fraction, cfg.split_seed)  # split_seed: replicates' validation rows
     batch_size = batch_size or cfg.batch_size
     rows = info.rows if data.max_rows is None else min(info.rows, data.max_rows)
     # Small data is read in this process: starting a Ray task per row group (a fresh process that
@@ -210,17 +210,19 @@ def prepare_inputs(info, data: DataSpec, cfg: EstimatorConfig, opts: RayOptions,
         log(f"rows look grouped or sorted (within-row-group variance share {sc.grouping:.2f}): shuffling "
             f"all train rows every epoch")
     cache = materialize_train(opts.materialize, counts[split.TRAIN], info.x.dim + info.z.dim)
-    train_ds = split_dataset(info, split.TRAIN, *fractions, data.drop_nonfinite, nx, nz, shuffle_units=True,
-                             seed=cfg.seed, max_rows=data.max_rows, global_shuffle=shuffle == "global",
-                             materialize=cache, in_driver=in_driver)
+    train_ds = split_dataset(info, split.TRAIN, cfg.val_fraction, cfg.test_fraction, data.drop_nonfinite, nx, nz,
+                             shuffle_units=True, seed=cfg.seed, max_rows=data.max_rows,
+                             global_shuffle=shuffle == "global", materialize=cache, in_driver=in_driver,
+                             split_seed=cfg.split_seed)
     mark("dataset_built")
     return Prepared(sc, nx, nz, nx.apply(sc.val_x), nz.apply(sc.val_z), shuffle, cache, train_ds, tuple(found))
 
 
 def fit_on_ray(info, data: DataSpec, cfg: EstimatorConfig, opts: RayOptions, run_dir: str,
-               log=None) -> tuple[MIEstimate, dict]:
+               log=None, score_seed: int | None = None) -> tuple[MIEstimate, dict]:
     """Fit on Ray Train with ``opts.workers`` workers, checkpointing under ``<run_dir>/checkpoints``;
-    score the validation-selected critic on the test split on the driver.
+    score the validation-selected critic on the test split on the driver (``score_seed``: see
+    :func:`estimate_on_test`).
 
     Returns:
         The estimate (the same type as the in-process estimator's) and the Ray run's facts for the
@@ -266,7 +268,7 @@ def fit_on_ray(info, data: DataSpec, cfg: EstimatorConfig, opts: RayOptions, run
     mark("fit_done")
     with result.checkpoint.as_directory() as d:
         state = torch.load(os.path.join(d, CHECKPOINT_FILE), weights_only=True, map_location="cpu")
-    est = estimate_on_test(info, data, cfg, state, prep, opts.max_test_rows, wall)
+    est = estimate_on_test(info, data, cfg, state, prep, opts.max_test_rows, wall, score_seed)
     mark("test_done")
     attempts = storage.join(run_dir, "attempts")
     starts = ([f for f in storage.list_files(attempts) if f.rsplit("/", 1)[-1].startswith(conf["invocation"])]
@@ -281,9 +283,53 @@ def fit_on_ray(info, data: DataSpec, cfg: EstimatorConfig, opts: RayOptions, run
     return est, facts
 
 
+def fit_replicates_on_ray(info, data: DataSpec, cfg: EstimatorConfig, opts: RayOptions, run_dir: str,
+                          log=None) -> tuple[MIEstimate, dict]:
+    """``cfg.replicates`` Ray Train runs side by side, one Ray task each (as concurrent audit checks
+    run), replicate r with seed + r and split_seed + r, checkpointing under
+    ``<run_dir>/replicates/<r>/``; all are scored on the same test rows with the same order and
+    bootstrap weights (the base seed) and combined by :func:`~mine_dist.estimator.combine_replicates`.
+    On a cluster with room for them the K runs cost the wall time of one.
+
+    Raises:
+        RuntimeError: a replicate failed (its one-line error; the others' runs are discarded).
+    """
+    import ray
+    from dataclasses import replace
+
+    from mine_dist.distributed.checks import task_resources
+    from mine_dist.distributed.pool import run_all
+    from mine_dist.distributed.runtime import ensure_ray
+    from mine_dist.estimator import combine_replicates
+
+    ensure_ray()
+    k = cfg.replicates
+    total = float(ray.cluster_resources().get("CPU", 1.0))
+    _, cpw = task_resources(opts.workers, k, total)
+    opts_r = replace(opts, cpus_per_worker=opts.cpus_per_worker or cpw)
+    (log or _stderr)(f"{k} replicates side by side on Ray ({total:g} CPUs, {opts_r.cpus_per_worker:g} per worker)")
+    calls = [(str(r), (info, data, replace(cfg, replicates=1, seed=cfg.seed + r, split_seed=cfg.split_seed + r),
+                       opts_r, storage.join(run_dir, "replicates", str(r)), None, cfg.seed),
+              {"num_cpus": 0, "name": f"replicate-{r}"}) for r in range(k)]
+    done = run_all(fit_on_ray, calls, k)
+    failed = sorted((int(key), v) for key, (ok, v) in done.items() if not ok)
+    if failed:
+        raise RuntimeError(f"replicate {failed[0][0]} of {k} failed: {failed[0][1]}")
+    ests, facts = zip(*(done[str(r)][1] for r in range(k)))
+    out = dict(facts[0])
+    out["worker_restarts"] = sum(f.get("worker_restarts", 0) for f in facts)
+    out["restored_from_checkpoint"] = sum(f.get("restored_from_checkpoint", 0) for f in facts)
+    out["checkpoints"] = [f.get("checkpoints") for f in facts]
+    return combine_replicates(cfg, list(ests)), out
+
+
 def estimate_on_test(info, data: DataSpec, cfg: EstimatorConfig, state: dict, prep: Prepared, max_test_rows: int,
-                     wall: float) -> MIEstimate:
-    """Score the test split on the driver with the checkpoint's validation-selected critic."""
+                     wall: float, score_seed: int | None = None) -> MIEstimate:
+    """Score the test split on the driver with the checkpoint's validation-selected critic.
+
+    ``score_seed`` (default ``cfg.seed``) seeds the test subsample, the row order and the bootstrap
+    weights: replicates pass the base seed so that their resamples re-weight the same rows."""
+    score_seed = cfg.seed if score_seed is None else score_seed
     from mine_dist.critics import build_critic
     from mine_dist.distributed.data import collect_split
 
@@ -292,12 +338,13 @@ def estimate_on_test(info, data: DataSpec, cfg: EstimatorConfig, state: dict, pr
     critic.eval()
     sc = prep.scan
     test_x, test_z = collect_split(info, split.TEST, cfg.val_fraction, cfg.test_fraction, data.drop_nonfinite,
-                                   prep.nx, prep.nz, max_test_rows, seed=cfg.seed, max_dataset_rows=data.max_rows)
-    tj, tm = score_rows(critic, torch.from_numpy(test_x), torch.from_numpy(test_z), cfg, seed=cfg.seed + 11)
+                                   prep.nx, prep.nz, max_test_rows, seed=score_seed, max_dataset_rows=data.max_rows)
+    tj, tm = score_rows(critic, torch.from_numpy(test_x), torch.from_numpy(test_z), cfg, seed=score_seed + 11)
     return finish_estimate(cfg, tj, tm, n_train=sc.counts[split.TRAIN], n_val=sc.counts[split.VAL],
                            steps=state["step"], best_step=state["best_step"], stopped_early=state["step"] < cfg.steps,
                            wall=wall, curves=state["curves"],
-                           normalization={"x": prep.nx.to_dict(), "z": prep.nz.to_dict()})
+                           normalization={"x": prep.nx.to_dict(), "z": prep.nz.to_dict()},
+                           bootstrap_seed=score_seed + 13)
 
 
 def _single_node() -> bool:

@@ -62,9 +62,9 @@ class EstimateJob:
             DataError: bad input data (exit 3). StorageError: storage problems (exit 4).
         """
         run_id, what = run_id_or_new(self.run_id, self.resume)
-        if self.config.replicates > 1 and self.ray is not None:
-            raise ValueError(f"--replicates {self.config.replicates} runs in-process only (--workers 0) for now; "
-                             f"on Ray, run the replicates as separate estimates with --seed and --config split_seed")
+        if self.config.replicates > 1 and self.resume is not None:
+            raise ValueError(f"--resume does not continue a run of --replicates {self.config.replicates} "
+                             f"(each replicate keeps its own checkpoints); start it again")
         if self.resume is not None and self.ray is None:
             raise ValueError("--resume needs the Ray path (--workers >= 1): in-process runs keep no checkpoints")
         check_device(self.config.device, self.workers, bool(self.ray and self.ray.gpu))
@@ -118,9 +118,10 @@ class EstimateJob:
         if self.ray is None:
             est, facts = fit_in_process(info, self.data, cfg, self.threads, self.progress)
         else:
-            from mine_dist.distributed.train import fit_on_ray  # Ray is imported only on this path
+            from mine_dist.distributed.train import fit_on_ray, fit_replicates_on_ray  # Ray only on this path
 
-            est, facts = fit_on_ray(info, self.data, cfg, self.ray, run_dir, log=log)
+            fit = fit_replicates_on_ray if cfg.replicates > 1 else fit_on_ray
+            est, facts = fit(info, self.data, cfg, self.ray, run_dir, log=log)
         result = result_fields(est, facts)
         record = runs.build_record(run_id, result, self.workers, info, truth, started, t0, run_dir)
         runs.write_run(run_dir, record, result["curves"], truth)
