@@ -75,3 +75,11 @@ def test_replicates_errors():
     job = EstimateJob(io.DataSpec("nowhere"), replace(CFG, replicates=2), ray=RayOptions(workers=1))
     with pytest.raises(ValueError, match=r"--replicates 2 runs in-process only \(--workers 0\) for now"):
         job.run()
+
+
+def test_t_quantiles_without_scipy():
+    from mine_dist.estimator import _t_quantile
+
+    assert _t_quantile(0.975, 2) == 4.303 and _t_quantile(0.95, 4) == 2.132
+    assert _t_quantile(0.975, 100) == pytest.approx(1.984, abs=0.002)  # beyond the table
+    assert _t_quantile(0.95, 60) == pytest.approx(1.671, abs=0.002)
