@@ -72,8 +72,8 @@ def test_unstable_warning_fires_when_replicates_disagree_beyond_their_intervals(
 def test_replicates_errors():
     with pytest.raises(ValueError, match="replicates must be an int >= 1; got 0"):
         EstimatorConfig(replicates=0)
-    job = EstimateJob(io.DataSpec("nowhere"), replace(CFG, replicates=2), ray=RayOptions(workers=1))
-    with pytest.raises(ValueError, match=r"--replicates 2 runs in-process only \(--workers 0\) for now"):
+    job = EstimateJob(io.DataSpec("nowhere"), replace(CFG, replicates=2), ray=RayOptions(workers=1), resume="r1")
+    with pytest.raises(ValueError, match=r"--resume does not continue a run of --replicates 2 \(each replicate keeps"):
         job.run()
 
 
