@@ -154,14 +154,20 @@ def summary(record: dict) -> str:
         lines.append(f"raw {record['bound']} bound {raw:.4f} nats (95% interval [{blo:.4f}, {bhi:.4f}]), clipped at 0 as "
                      f"MI >= 0: the critic found no dependence that holds on held-out rows")
     lines += [
-        f"bound {record['bound']}: test-sampling 95% interval of this critic's bound [{lo:.4f}, {hi:.4f}] nats "
+        f"bound {record['bound']}: "
+        + (f"95% interval of the mean of {len(record['replicates'])} replicates (test sampling and training) "
+           if record.get("replicates") else "test-sampling 95% interval of this critic's bound ")
+        + f"[{lo:.4f}, {hi:.4f}] nats "
         f"(not an upper limit on I(X;Z)); ESS of marginal pairs "
         + (f"{record['marginal_ess']:.0f}" if record.get("marginal_ess") is not None else "n/a"),
         f"test rows {record['n_test']}, train rows {record['n_train']}, "
         f"steps {record['steps']} (selected {record['best_step']}), workers {record['workers']}, "
         f"{record['wall_s']:.1f} s",
     ]
-    if record.get("cap_nats"):
+    if record.get("cap_nats") and record.get("bound") == "ba":
+        lines.append(f"note: ba cannot exceed H(Z) = {record['cap_nats']:.3f} nats of the test labels "
+                     f"({record['cap_nats'] / math.log(2):.3f} bits)")
+    elif record.get("cap_nats"):
         lines.append(f"note: InfoNCE cannot exceed the mean log K = {record['cap_nats']:.3f} nats here")
     for w in record.get("warnings") or []:
         lines.append(f"WARNING: {w}")
