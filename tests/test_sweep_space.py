@@ -32,6 +32,8 @@ def test_scalar_is_a_single_choice():
         ({"bound": ["mine", "kl"]}, r"bound='kl' is invalid: bound must be one of"),
         ({"bound": ["mine", "smile"]}, r"bound 'smile' cannot be swept: its clipped value is not a lower bound"),
         ({"activation": ["swish"]}, r"activation='swish' is invalid"),
+        ({"bound": ["mine", "ba"]}, r"bound 'ba' cannot be swept: trials are compared on the DV bound"),
+        ({"bound": ["auto"]}, r"bound 'auto' cannot be swept: trials are compared on the DV bound"),
         ({"lr": {"uniform": [1, 2]}}, r"lr must be a list of choices or \{loguniform: \[low, high\]\}"),
         ({"lr": {"loguniform": [1e-3]}}, r"lr loguniform needs \[low, high\] numbers"),
         ([1, 2], r"must be a non-empty mapping"),
@@ -73,3 +75,13 @@ def test_winner_is_the_best_selectable_trial_and_ceiling_breakers_are_marked():
         select_winner([row(0, "completed", 12.0)])
     with pytest.raises(RuntimeError, match="every trial failed"):
         select_winner([row(0, "error", float("nan"))])
+
+
+def test_sweep_base_auto_is_mine_and_ba_is_refused():
+    from mine_dist.io import DataSpec
+    from mine_dist.jobs.sweep import SweepJob
+
+    with pytest.raises(ValueError, match=r"--bound ba cannot be a sweep's base configuration: trials are compared"):
+        SweepJob(DataSpec("nowhere"), EstimatorConfig(bound="ba")).run()
+    trials = sample_trials(parse_space(None), EstimatorConfig().resolved(False), 3, seed=0)
+    assert trials[0].bound == "mine"
