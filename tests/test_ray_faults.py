@@ -34,14 +34,30 @@ def _wait_for_checkpoint(run_dir, timeout=300):
     return False
 
 
+def _parent(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        return int(f.read().rsplit(")", 1)[1].split()[1])
+
+
+def _descends_from_us(pid):
+    """Whether ``pid`` is a descendant of this process (the Ray node that ensure_ray started here),
+    so that another Ray instance's workers on a shared machine are never touched."""
+    me = os.getpid()
+    while pid > 1:
+        if pid == me:
+            return True
+        pid = _parent(pid)
+    return False
+
+
 def _train_workers():
-    """PIDs of Ray Train worker processes (Ray sets their title to ray::RayTrainWorker...)."""
+    """PIDs of this test's Ray Train worker processes (Ray sets their title to ray::RayTrainWorker...)."""
     pids = []
     for d in os.listdir("/proc"):
         if d.isdigit():
             try:
                 with open(f"/proc/{d}/cmdline", "rb") as f:
-                    if b"RayTrainWorker" in f.read():
+                    if b"RayTrainWorker" in f.read() and _descends_from_us(int(d)):
                         pids.append(int(d))
             except OSError:
                 pass
