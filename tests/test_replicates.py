@@ -83,3 +83,26 @@ def test_t_quantiles_without_scipy():
     assert _t_quantile(0.975, 2) == 4.303 and _t_quantile(0.95, 4) == 2.132
     assert _t_quantile(0.975, 100) == pytest.approx(1.984, abs=0.002)  # beyond the table
     assert _t_quantile(0.95, 60) == pytest.approx(1.671, abs=0.002)
+
+
+def test_a_failed_ray_replicate_fails_the_run_naming_it(monkeypatch):
+    # The Ray side without a cluster: the pool reports replicate 1's task error.
+    import ray
+
+    from mine_dist.distributed import pool, runtime, train
+
+    monkeypatch.setattr(runtime, "ensure_ray", lambda *a, **k: None)
+    monkeypatch.setattr(ray, "cluster_resources", lambda: {"CPU": 2.0})
+    seen = {}
+
+    def fake_run_all(fn, calls, limit):
+        seen["calls"], seen["limit"] = calls, limit
+        return {"0": (True, None), "1": (False, "worker died (OOM)")}
+
+    monkeypatch.setattr(pool, "run_all", fake_run_all)
+    with pytest.raises(RuntimeError, match=r"replicate 1 of 2 failed: worker died \(OOM\)"):
+        train.fit_replicates_on_ray(None, None, replace(CFG, replicates=2), RayOptions(workers=1), "/tmp/run-x")
+    (k0, args0, opt0), (k1, args1, _) = seen["calls"]
+    assert seen["limit"] == 2 and opt0["num_cpus"] == 0
+    assert (args0[2].seed, args0[2].split_seed, args1[2].seed, args1[2].split_seed) == (0, 0, 1, 1)
+    assert args1[4].endswith("replicates/1") and args1[6] == 0  # its own directory; the base scoring seed
