@@ -197,7 +197,6 @@ def resolve(name: str, z_categorical: bool, z_what: str = "z is not") -> str:
     """
     if name == AUTO:
         return "ba" if z_categorical else "mine"
-    spec(name)
     if spec(name).readout == "ba" and not z_categorical:
         raise ValueError(f"bound ba needs z to be one categorical column (a label); {z_what}: "
                          f"use --bound auto or mine")

@@ -68,8 +68,9 @@ class EstimatorConfig:
         max_eval_rows: validation rows scored at each check (a fixed subsample when larger).
         bootstrap: resamples for the 95% interval.
         seed: seeds initialization, batch order and negative sampling.
-        replicates: critics trained (replicate r: seed + r, split_seed + r) and averaged; the
-            interval then adds their spread (training variance) to test sampling. In-process only.
+        replicates: critics trained (replicate r: :meth:`replicate`) and averaged; the interval
+            then adds their spread (training variance) to test sampling. In-process they train one
+            after another, on Ray side by side.
         split_seed: which train / validation assignment of the non-test rows (test rows fixed).
         device: ``cpu``, ``cuda`` or ``auto``.
         precision: ``fp32``, or ``bf16``: the critic's forward pass in training runs under
@@ -159,6 +160,11 @@ class EstimatorConfig:
         if bound != "ba" and critic.kind == "classifier":
             critic = replace(critic, kind="joint")
         return self if (bound, critic) == (self.bound, self.critic) else replace(self, bound=bound, critic=critic)
+
+    def replicate(self, r: int) -> "EstimatorConfig":
+        """Replicate r's config: seed + r and split_seed + r (new initialization, batch order and
+        train / validation rows; the test rows never move), a single critic."""
+        return replace(self, replicates=1, seed=self.seed + r, split_seed=self.split_seed + r)
 
     def resolved_device(self) -> torch.device:
         if self.device == "auto":
@@ -488,14 +494,10 @@ def bootstrap_values(
     if B.spec(bound).readout == "ba":
         # Rows are independent (a classifier scores each row alone): the row bootstrap is exact;
         # each resample re-weights the mean log q and the label counts behind H(Z).
-        rng = np.random.default_rng(seed)
-        v = []
-        for start in range(0, resamples, 16):
-            w = _poisson1(rng, (min(16, resamples - start), n))
-            v.append((w @ tj) / w.sum(1) + _entropy(w @ tm))
-        return np.concatenate(v)
-    if batch_size is None:
+        stats, shift, resample = np.column_stack([np.ones_like(tj), tj, tm]), 0.0, _ba_bounds
+    elif batch_size is None:
         stats, shift = _row_only_statistics(bound, tj, tm, tau, terms)
+        resample = _row_only_bounds
     else:
         stats, shift = _row_statistics(bound, tj, tm, tau, block_sizes(n, batch_size), full, terms)
         if n > BOOTSTRAP_GROUPS:
@@ -505,8 +507,8 @@ def bootstrap_values(
             stats = np.add.reduceat(stats[np.argsort(np.arange(n) % BOOTSTRAP_GROUPS, kind="stable")],
                                     np.arange(BOOTSTRAP_GROUPS) * (n // BOOTSTRAP_GROUPS)
                                     + np.minimum(np.arange(BOOTSTRAP_GROUPS), n % BOOTSTRAP_GROUPS), axis=0)
+        resample = _resampled_bounds
     rng = np.random.default_rng(seed)
-    resample = _row_only_bounds if batch_size is None else _resampled_bounds
     return np.concatenate([resample(bound, stats, shift, _poisson1(rng, (min(16, resamples - start), stats.shape[0])))
                            for start in range(0, resamples, 16)])
 
@@ -531,6 +533,12 @@ def _row_only_statistics(bound: str, tj, tm, tau, terms=None) -> tuple[np.ndarra
         return np.stack([ones, _infonce_terms(tj, tm)[0]], 1), 0.0
     e, shift = terms or _marginal_terms(bound, tm, tau)
     return np.stack([ones, tj, e.sum(1), np.isfinite(tm).sum(1)], 1), shift
+
+
+def _ba_bounds(bound: str, stats: np.ndarray, shift: float, w: np.ndarray) -> np.ndarray:
+    """BA under row weights ``w`` (R, n), from the columns ``[1, log q(z|x), one-hot z]``."""
+    sums = w @ stats
+    return sums[:, 1] / sums[:, 0] + _entropy(sums[:, 2:])
 
 
 def _row_only_bounds(bound: str, stats: np.ndarray, shift: float, w: np.ndarray) -> np.ndarray:
@@ -698,7 +706,7 @@ class MINE:
         with the same row order and bootstrap weights, then combined (:func:`combine_replicates`)."""
         ests = []
         for r in range(cfg.replicates):
-            cfg_r = replace(cfg, replicates=1, seed=cfg.seed + r, split_seed=cfg.split_seed + r)
+            cfg_r = cfg.replicate(r)
             if progress:
                 print(f"replicate {r + 1}/{cfg.replicates} (seed {cfg_r.seed}, split_seed {cfg_r.split_seed})",
                       file=sys.stderr, flush=True)

@@ -74,3 +74,23 @@ def test_integer_shift_is_a_cyclic_derangement():
     x, z = torch.randn(6, 2), torch.randn(6, 2)
     _, tm, _ = c(x, z, marg_index=2)
     torch.testing.assert_close(tm, c.pairs(x, torch.roll(z, 2, 0)))
+
+
+def test_quadratic_path_adds_a_quadratic_form_of_concat_x_z():
+    torch.manual_seed(0)
+    c = build_critic(2, 1, CriticConfig(width=8, quadratic=2))
+    x, z = torch.randn(5, 2), torch.randn(5, 1)
+    v = torch.cat([x, z], 1)
+    assert c.quad.r == 2 and c.quad.proj.weight.shape == (4, 3)
+    mlp = c.net(v).squeeze(-1)
+    assert torch.allclose(c.pairs(x, z), mlp, atol=1e-3)  # started near 0: the MLP alone at first
+    a, b = torch.tensor([[1.0, 0, 2], [0, 1, 0]]), torch.tensor([[0, 0, 1.0], [1, 1, 0]])
+    with torch.no_grad():
+        c.quad.proj.weight.copy_(torch.cat([a, b]))
+    want = mlp + (v @ a.T).square().sum(1) - (v @ b.T).square().sum(1)
+    assert torch.allclose(c.pairs(x, z), want, atol=1e-5)
+    tj, tm, _ = c(x, z, marg_index=1)  # the training forward goes through the same score
+    assert torch.allclose(tj, want, atol=1e-5)
+    assert build_critic(2, 1, CriticConfig(quadratic=9)).quad.r == 3  # rank capped at dim(v)
+    with pytest.raises(ValueError, match=r"critic quadratic must be an int >= 0 \(a rank; 0 turns it off\); got -1"):
+        CriticConfig(quadratic=-1)

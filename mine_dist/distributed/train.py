@@ -308,9 +308,8 @@ def fit_replicates_on_ray(info, data: DataSpec, cfg: EstimatorConfig, opts: RayO
     _, cpw = task_resources(opts.workers, k, total)
     opts_r = replace(opts, cpus_per_worker=opts.cpus_per_worker or cpw)
     (log or _stderr)(f"{k} replicates side by side on Ray ({total:g} CPUs, {opts_r.cpus_per_worker:g} per worker)")
-    calls = [(str(r), (info, data, replace(cfg, replicates=1, seed=cfg.seed + r, split_seed=cfg.split_seed + r),
-                       opts_r, storage.join(run_dir, "replicates", str(r)), None, cfg.seed),
-              {"num_cpus": 0, "name": f"replicate-{r}"}) for r in range(k)]
+    calls = [(str(r), (info, data, cfg.replicate(r), opts_r, storage.join(run_dir, "replicates", str(r)), None,
+                       cfg.seed), {"num_cpus": 0, "name": f"replicate-{r}"}) for r in range(k)]
     done = run_all(fit_on_ray, calls, k)
     failed = sorted((int(key), v) for key, (ok, v) in done.items() if not ok)
     if failed:
