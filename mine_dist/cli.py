@@ -71,7 +71,7 @@ def add_estimate_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--bootstrap", type=int, help=f"bootstrap resamples for the interval (default {d.bootstrap})")
     g.add_argument("--seed", type=int, help=f"default {d.seed}")
     g.add_argument("--replicates", type=int, help=f"critics trained with different seeds and train/validation rows, "
-                   f"averaged; the interval adds their spread to test sampling (in-process; default {d.replicates})")
+                   f"averaged; the interval adds their spread to test sampling (on Ray side by side; default {d.replicates})")
     g.add_argument("--device", choices=["cpu", "cuda", "auto"], help=f"default {d.device}")
     g.add_argument("--precision", choices=["fp32", "bf16"], help=f"bf16: autocast the critic's training forward "
                    f"pass to bfloat16, for GPUs (default {d.precision})")
