@@ -155,9 +155,18 @@ class SeparableCritic(nn.Module):
         z: torch.Tensor,
         marg_index: torch.Tensor | None = None,
         matrix: bool = True,
+        gather=None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Scores for a batch; ``marg_index`` and ``matrix`` are ignored (all pairs are free)."""
-        scores = self.f(x) @ self.g(z).T
+        """Scores for a batch; ``marg_index`` and ``matrix`` are ignored (all pairs are free).
+
+        ``gather`` (a :meth:`~mine_dist.sync.Collective.gather_rows`) pools the encodings of every
+        rank's batch first, so the scores are the global ``(N*B, N*B)`` matrix: every worker's rows
+        are negatives for every other's, as in one process with an N-times batch.
+        """
+        fx, gz = self.f(x), self.g(z)
+        if gather is not None:
+            fx, gz = gather(fx), gather(gz)
+        scores = fx @ gz.T
         return scores.diagonal(), offdiagonal(scores), scores
 
 

@@ -196,7 +196,9 @@ def train_step(
 
     For ``mine`` the EMA statistic is reduced by ``collective`` before the update, so every rank
     holds the same EMA; the loss is linear in per-sample terms, so DDP's averaged gradient equals
-    the gradient on the concatenated global batch.
+    the gradient on the concatenated global batch. Separable critics all-gather their encodings
+    (``collective.gather_rows``), so each rank's negatives are the whole global batch: N workers
+    with batch B train exactly as one process with batch N*B (tests/test_sync_equivalence.py).
 
     Args:
         critic: the critic (possibly DDP-wrapped).
@@ -214,8 +216,17 @@ def train_step(
         # Batch rows are a random sample, so a random cyclic shift is a derangement as good as a
         # uniform one, at a fraction of the cost of drawing a permutation every step.
         marg_index = int(torch.randint(1, x.shape[0], (1,), generator=generator))
+    # Separable critics pool every rank's encodings (the global negative pool): each rank then
+    # scores the whole global batch and every statistic is already global, so the reductions are
+    # local and the loss is scaled by N to undo DDP's gradient average (each rank's gradient holds
+    # only its own rows' encoder paths; together they sum to the global batch's gradient).
+    pooled = cfg.critic.kind == "separable" and collective.world_size > 1
+    extra = {"gather": collective.gather_rows} if pooled else {}
+    scale = collective.world_size if pooled else 1
+    if pooled:
+        collective = LOCAL
     with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16"):
-        t_joint, t_marg, scores = critic(x, z, marg_index=marg_index, matrix=bound.all_pairs)
+        t_joint, t_marg, scores = critic(x, z, marg_index=marg_index, matrix=bound.all_pairs, **extra)
     if cfg.precision != "fp32":  # the bounds' exp / logsumexp in float32
         t_joint, t_marg = t_joint.float(), t_marg.float()
         scores = scores.float() if scores is not None else None
@@ -237,7 +248,7 @@ def train_step(
             f"lower lr (now {cfg.lr}) or use bound=smile"
         )
     optimizer.zero_grad(set_to_none=True)
-    (-objective).backward()
+    (-scale * objective).backward()
     optimizer.step()
     return StepOutput(ema, value)
 

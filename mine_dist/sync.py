@@ -22,6 +22,11 @@ class Collective(Protocol):
     def mean(self, values: list[float]) -> list[float]:
         """Element-wise mean of a list of floats over ranks."""
 
+    def gather_rows(self, t: torch.Tensor) -> torch.Tensor:
+        """Every rank's ``(B, ...)`` tensor stacked in rank order, ``(world_size * B, ...)``,
+        differentiable: the gradient each rank receives is its own rows' slice of the gradient
+        it computed, which is complete when every rank computes the same global loss."""
+
 
 class Local:
     """Single process: every reduction is the identity."""
@@ -33,6 +38,9 @@ class Local:
 
     def mean(self, values: list[float]) -> list[float]:
         return list(values)
+
+    def gather_rows(self, t: torch.Tensor) -> torch.Tensor:
+        return t
 
 
 LOCAL = Local()
@@ -62,6 +70,31 @@ class TorchDistributed:
         t = torch.tensor(values, dtype=torch.float64, device=self.device)
         dist.all_reduce(t, op=dist.ReduceOp.SUM)
         return (t / self.world_size).cpu().tolist()
+
+    def gather_rows(self, t: torch.Tensor) -> torch.Tensor:
+        return _GatherRows.apply(t)
+
+
+class _GatherRows(torch.autograd.Function):
+    """All-gather along dim 0 whose backward keeps this rank's slice of the incoming gradient.
+
+    Used where every rank evaluates the same global loss on the gathered rows (the separable
+    critic's global negative pool): the gradient a rank computes for its own rows then already
+    holds every rank's contribution, so no collective is needed in backward (which gloo's
+    reduce-scatter would not support). Needs the same number of rows on every rank.
+    """
+
+    @staticmethod
+    def forward(ctx, t: torch.Tensor) -> torch.Tensor:
+        t = t.contiguous()
+        parts = [torch.empty_like(t) for _ in range(dist.get_world_size())]
+        dist.all_gather(parts, t)
+        ctx.rank, ctx.rows = dist.get_rank(), t.shape[0]
+        return torch.cat(parts)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        return grad[ctx.rank * ctx.rows:(ctx.rank + 1) * ctx.rows]
 
 
 def collective_for_current_process(device: torch.device | str = "cpu") -> Collective:

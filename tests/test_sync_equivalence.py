@@ -5,6 +5,9 @@ reference process takes the 2B rows with the block-diagonal pairing of those der
 k steps of Adam (float64: in float32 Adam normalizes near-zero gradient coordinates, where
 all-reduce rounding flips signs, see shared/research/ray.md) the EMA, the reported bound and every
 parameter agree to 1e-9.
+
+Separable critics pool their encodings across ranks (the global negative pool): the reference is
+one process scoring the whole (2B, 2B) matrix, so every row has 2B - 1 negatives on both sides.
 """
 
 import math
@@ -22,8 +25,8 @@ from mine_dist.estimator import EstimatorConfig, train_step
 B, DX, DZ, STEPS, WORLD = 16, 3, 2, 5, 2
 
 
-def _cfg(bound):
-    return EstimatorConfig(bound=bound, batch_size=B, lr=1e-2, critic=CriticConfig(width=16, depth=2))
+def _cfg(bound, kind="joint"):
+    return EstimatorConfig(bound=bound, batch_size=B, lr=1e-2, critic=CriticConfig(kind=kind, width=16, depth=2, embed_dim=8))
 
 
 def _data():
@@ -42,10 +45,10 @@ def _critic(cfg):
     return build_critic(DX, DZ, cfg.critic).double()
 
 
-def run_rank_steps(critic, collective, rank: int, bound: str) -> dict:
+def run_rank_steps(critic, collective, rank: int, bound: str, kind: str = "joint") -> dict:
     """Rank ``rank``'s share of the STEPS steps (its B rows, its own derangement); shared by the
     gloo processes here and the Ray Train workers in test_ray_pipeline.py."""
-    cfg = _cfg(bound)
+    cfg = _cfg(bound, kind)
     opt = torch.optim.Adam(critic.parameters(), lr=cfg.lr)
     ema, values = EMAState(), []
     for (x, z), perms in zip(_data(), _perms()):
@@ -56,18 +59,18 @@ def run_rank_steps(critic, collective, rank: int, bound: str) -> dict:
     return {"params": [p.detach() for p in critic.module.parameters()], "ema": tuple(ema), "values": values}
 
 
-def _rank_main(rank, init_file, bound, out):
+def _rank_main(rank, init_file, bound, kind, out):
     from mine_dist.sync import TorchDistributed
 
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=WORLD)
-    critic = DistributedDataParallel(_critic(_cfg(bound)))
-    torch.save(run_rank_steps(critic, TorchDistributed(), rank, bound), f"{out}.{rank}")
+    critic = DistributedDataParallel(_critic(_cfg(bound, kind)))
+    torch.save(run_rank_steps(critic, TorchDistributed(), rank, bound, kind), f"{out}.{rank}")
     dist.destroy_process_group()
 
 
-def _single(bound):
-    cfg = _cfg(bound)
+def _single(bound, kind="joint"):
+    cfg = _cfg(bound, kind)
     critic = _critic(cfg)
     opt = torch.optim.Adam(critic.parameters(), lr=cfg.lr)
     ema, values = EMAState(), []
@@ -80,14 +83,15 @@ def _single(bound):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("bound", ["mine", "mine-f"])
-def test_two_gloo_processes_equal_one_process_with_double_batch(tmp_path, bound):
+@pytest.mark.parametrize("bound,kind", [("mine", "joint"), ("mine-f", "joint"), ("mine", "separable"),
+                                        ("infonce", "separable")])
+def test_two_gloo_processes_equal_one_process_with_double_batch(tmp_path, bound, kind):
     out = str(tmp_path / "res")
-    mp.start_processes(_rank_main, args=(str(tmp_path / "init"), bound, out), nprocs=WORLD, start_method="spawn")
-    ref = _single(bound)
+    mp.start_processes(_rank_main, args=(str(tmp_path / "init"), bound, kind, out), nprocs=WORLD, start_method="spawn")
+    ref = _single(bound, kind)
     for r in range(WORLD):
         got = torch.load(f"{out}.{r}", weights_only=True)
-        moved = max((a - b).abs().max().item() for a, b in zip(ref["params"], _critic(_cfg(bound)).parameters()))
+        moved = max((a - b).abs().max().item() for a, b in zip(ref["params"], _critic(_cfg(bound, kind)).parameters()))
         assert moved > 1e-3  # the parameters really moved, so equality is not vacuous
         for a, b in zip(got["params"], ref["params"]):
             torch.testing.assert_close(a, b, atol=1e-9, rtol=1e-9)
