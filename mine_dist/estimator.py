@@ -54,6 +54,9 @@ class EstimatorConfig:
         smile_tau: SMILE clip threshold.
         eval_every: steps between validation checks.
         patience: validation checks without improvement before stopping (0 disables).
+        min_gain: a check counts as an improvement only when it beats the last counted one by
+            ``min_gain`` standard errors of the check's own value (a 64-resample bootstrap of the
+            validation rows); 0 counts any gain. The critic kept is still the best check's.
         val_fraction, test_fraction: shares of rows held out (deterministic split by row key).
         normalize: ``rank-gauss`` (the default: each numeric coordinate through its train-split
             ranks to a standard normal; MI is invariant under such monotone maps, and heavy tails,
@@ -87,6 +90,7 @@ class EstimatorConfig:
     smile_tau: float = 5.0
     eval_every: int = 200
     patience: int = 5
+    min_gain: float = 0.0
     val_fraction: float = 0.1
     test_fraction: float = 0.2
     normalize: str = "rank-gauss"
@@ -121,6 +125,8 @@ class EstimatorConfig:
             raise ValueError(f"lr must be a finite number > 0; got {self.lr!r}")
         if not 0 < self.ema_rate <= 1:
             raise ValueError(f"ema_rate must be in (0, 1]; got {self.ema_rate!r}")
+        if isinstance(self.min_gain, bool) or not (isinstance(self.min_gain, (int, float)) and 0 <= self.min_gain < math.inf):
+            raise ValueError(f"min_gain must be a finite number >= 0 (standard errors); got {self.min_gain!r}")
         if not self.smile_tau > 0:
             raise ValueError(f"smile_tau must be > 0; got {self.smile_tau!r}")
         split.assign(np.zeros(0, np.uint64), self.val_fraction, self.test_fraction)
@@ -306,6 +312,16 @@ def score_rows(
     kmax = max(t.shape[1] for t in tm_out)
     tm_pad = [np.pad(t, ((0, 0), (0, kmax - t.shape[1])), constant_values=-np.inf) for t in tm_out]
     return np.concatenate(tj_out), np.concatenate(tm_pad)
+
+
+def check_value(cfg: EstimatorConfig, tj: np.ndarray, tm: np.ndarray) -> tuple[float, float]:
+    """A validation check's value and, when ``cfg.min_gain`` asks for it, its standard error (a
+    64-resample bootstrap of the checked rows, fixed seed; 0.0 otherwise)."""
+    val = bound_from_scores(cfg.bound, tj, tm, cfg.smile_tau)
+    if not cfg.min_gain:
+        return val, 0.0
+    v = bootstrap_values(cfg.bound, tj, tm, cfg.smile_tau, 64, cfg.seed + 5, cfg.batch_size, _full_pairs(cfg))
+    return val, float(np.std(v, ddof=1))
 
 
 def _full_pairs(cfg: EstimatorConfig) -> bool:
@@ -765,8 +781,7 @@ class MINE:
                 bar.update(1)
             if trainer.step_count % cfg.eval_every == 0 or trainer.step_count == cfg.steps:
                 tj, tm = score_rows(trainer.critic, Xv, Zv, cfg, seed=cfg.seed + 7, negatives=cfg.val_negatives)
-                val = bound_from_scores(cfg.bound, tj, tm, cfg.smile_tau)
-                trainer.record_check(val)
+                trainer.record_check(*check_value(cfg, tj, tm))
                 if bar is not None:
                     bar.set_postfix(train=f"{trainer.curves[-1]['train']:.3f}", val=f"{val:.3f}")
             if trainer.done():
@@ -1012,6 +1027,7 @@ class Trainer:
         self.best_step = 0
         self.best_state: dict | None = None
         self.bad_checks = 0
+        self.gain_ref = -math.inf  # the last check that counted as an improvement
         self.stopped_early = False
 
     def step(self, x: torch.Tensor, z: torch.Tensor) -> float:
@@ -1022,19 +1038,23 @@ class Trainer:
         self._train_n += 1
         return out.bound
 
-    def record_check(self, val: float) -> None:
-        """Log a validation check; keep the best critic; count checks without improvement."""
+    def record_check(self, val: float, se: float = 0.0) -> None:
+        """Log a validation check; keep the best critic; count checks without improvement (a gain
+        of less than ``cfg.min_gain`` standard errors ``se`` over the last counted one is none)."""
         ema_log = E.read(self.ema, self.cfg.ema_rate) if self.ema.count else None
         self.curves.append({
             "step": self.step_count,
             "train": self._train_sum / max(self._train_n, 1),
             "val": val,
+            "val_se": se,
             "ema_log": ema_log,
         })
         self._train_sum, self._train_n = 0.0, 0
         if val > self.best_val:
-            self.best_val, self.best_step, self.bad_checks = val, self.step_count, 0
+            self.best_val, self.best_step = val, self.step_count
             self.best_state = copy.deepcopy(self.module.state_dict())
+        if val > self.gain_ref + self.cfg.min_gain * se:
+            self.gain_ref, self.bad_checks = val, 0
         else:
             self.bad_checks += 1
 
@@ -1055,7 +1075,7 @@ class Trainer:
             "critic": self.module.state_dict(), "optimizer": self.optimizer.state_dict(),
             "ema": self.ema.to_dict(), "step": self.step_count, "curves": self.curves,
             "best_val": self.best_val, "best_step": self.best_step, "best_state": self.best_state,
-            "bad_checks": self.bad_checks, "generator": self.generator.get_state(),
+            "bad_checks": self.bad_checks, "gain_ref": self.gain_ref, "generator": self.generator.get_state(),
             "config": self.cfg.to_dict(),
         }
 
@@ -1068,6 +1088,7 @@ class Trainer:
         self.best_val, self.best_step = float(st["best_val"]), int(st["best_step"])
         self.best_state = st["best_state"]
         self.bad_checks = int(st["bad_checks"])
+        self.gain_ref = float(st.get("gain_ref", self.best_val))
         self.generator.set_state(st["generator"])
 
 

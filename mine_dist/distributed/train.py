@@ -26,8 +26,8 @@ import torch
 from mine_dist import leaks, split, storage
 from mine_dist.distributed.data import Scan
 from mine_dist.distributed.options import RayOptions
-from mine_dist.estimator import (EstimatorConfig, MIEstimate, Trainer, bound_from_scores, finish_estimate,
-                                 sample_ceiling, score_rows)
+from mine_dist.estimator import (EstimatorConfig, MIEstimate, Trainer, bound_from_scores, check_value,
+                                 finish_estimate, sample_ceiling, score_rows)
 from mine_dist.io import DataSpec
 from mine_dist.normalize import Normalizer
 
@@ -84,7 +84,7 @@ def worker_loop(conf: dict) -> dict:
         rate = (trainer.step_count - mark["step"]) * cfg.batch_size * world / max(now - mark["t"], 1e-9)
         if not final:
             tj, tm = score_rows(trainer.module, xv, zv, cfg, seed=cfg.seed + 7, negatives=cfg.val_negatives)
-            trainer.record_check(bound_from_scores(cfg.bound, tj, tm, cfg.smile_tau))
+            trainer.record_check(*check_value(cfg, tj, tm))
             # The DV bound of the same scores: a lower bound whatever the critic was trained on,
             # so sweeps compare trials of different bounds on it (SMILE's clipped value is not one).
             trainer.curves[-1]["val_dv"] = bound_from_scores("dv", tj, tm)
