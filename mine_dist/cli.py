@@ -193,17 +193,31 @@ def add_audit_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--concurrent", type=int, default=None,
                    help="checks run at once, each as a Ray task (default: the spec's 'concurrent', else auto: "
                         "what the Ray cluster's CPUs allow; one at a time without Ray)")
+    p.add_argument("--in-process-max-values", type=_nonnegative_int, default=None, metavar="N",
+                   help="checks of 'workers: 1' on at most N values (rows x (dim x + dim z)) train in-process "
+                        "instead of as a Ray Train run (0: never; default 10,000,000 or the environment's "
+                        "MINE_DIST_IN_PROCESS_MAX_VALUES)")
     p.add_argument("--json", action="store_true", help="print the slot's results as JSON on the last line")
     p.add_argument("--no-progress", action="store_true")
 
+
+def _nonnegative_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        v = -1
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"expected an int >= 0; got {text!r}")
+    return v
 
 
 def run_audit_command(args: argparse.Namespace) -> tuple[dict, int]:
     """Run the slot; the table goes to stdout (stderr with --json); exit 5 if a check failed, 6 on alerts."""
     from mine_dist.jobs.audit import AuditJob
 
+    limit = {} if args.in_process_max_values is None else {"in_process_max_values": args.in_process_max_values}
     res = AuditJob(args.spec, args.output, slot=args.run_id, concurrent=args.concurrent,
-                   progress=not args.no_progress).run()
+                   progress=not args.no_progress, **limit).run()
     print(res.table, file=sys.stderr if args.json else sys.stdout, flush=True)
     for a in res.alerts:
         log(f"ALERT {a['rule']}: {a['message']}")
