@@ -145,7 +145,7 @@ def _has_files(run_dir: str) -> bool:
 
 # Settings a resumed run may change: they do not touch the training state restored from the
 # checkpoint (the step budget and stopping rule, and how the test split is scored afterwards).
-RESUME_MAY_CHANGE = ("steps", "patience", "bootstrap", "eval_negatives")
+RESUME_MAY_CHANGE = ("steps", "patience", "min_gain", "bootstrap", "eval_negatives")
 _STEP_DIR = re.compile(r"/step_(\d+)(_final)?/state\.pt$")
 
 

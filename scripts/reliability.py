@@ -146,14 +146,15 @@ def fake_checkpoint(sb):
 
     data_good(sb)
     victims(sb)
-    cfg = config_from_args(build_parser().parse_args(["estimate", "--data", "x", *FAST]))
+    # What a real checkpoint holds: the config the workers trained with (auto resolved to mine).
+    cfg = config_from_args(build_parser().parse_args(["estimate", "--data", "x", *FAST])).resolved(False)
     rundir.claim(str(sb / "victim" / "out"), "r1", request={})
     d = sb / "victim" / "out" / "r1" / "checkpoints" / "step_00000100"
     d.mkdir(parents=True)
     torch.save({"config": cfg.to_dict(), "step": 100}, d / "state.pt")
 
 
-def audit_spec(check: dict, alerts: dict | None = None):
+def audit_spec(check: dict, alerts: dict | None = None, top: dict | None = None):
     def run(sb):
         data_good(sb)
         victims(sb)
@@ -161,7 +162,7 @@ def audit_spec(check: dict, alerts: dict | None = None):
                                                              "bootstrap": 50, "critic": {"width": 16}}, **check}
         if alerts:
             c["alerts"] = alerts
-        (sb / "spec.yaml").write_text(json.dumps({"audit": "a", "workers": 0, "checks": [c]}))
+        (sb / "spec.yaml").write_text(json.dumps({"audit": "a", "workers": 0, "checks": [c], **(top or {})}))
     return run
 
 
@@ -260,6 +261,16 @@ CASES = [
          "s1"], 2, audit_spec({"data": "{sb}/good", "treshold": 1})),
     Case("audit-alert", "an audit whose max_mi alert fires", ["audit", "--spec", "{sb}/spec.yaml", *OUT, "--run-id", "s1",
          "--no-progress"], 6, audit_spec({"data": "{sb}/good"}, {"max_mi": {"value": 0.01, "unit": "nats"}})),
+    Case("audit-prepare-missing", "an audit spec whose `prepare:` script does not exist", ["audit", "--spec",
+         "{sb}/spec.yaml", *OUT, "--run-id", "s1"], 2, audit_spec({"data": "{sb}/nope"}, top={"prepare": "{sb}/nope.py"})),
+    Case("audit-prepare-uri", "an audit spec whose `prepare:` is a URI", ["audit", "--spec", "{sb}/spec.yaml", *OUT,
+         "--run-id", "s1"], 2, audit_spec({"data": "{sb}/nope"}, top={"prepare": "s3://b/prepare.py"})),
+    Case("audit-inproc", "`mine-dist audit --in-process-max-values -1`", ["audit", "--spec", "{sb}/spec.yaml", *OUT,
+         "--in-process-max-values", "-1"], 2, audit_spec({"data": "{sb}/good"})),
+    Case("ba-continuous", "`--bound ba` with a continuous z", [*EST, "--data", "{sb}/good", *OUT, "--bound", "ba"], 2,
+         with_(data_good, victims)),
+    Case("resume-replicates", "`--resume R --replicates 2`", ["estimate", "--workers", "1", *FAST, "--data", "{sb}/good",
+         *OUT, "--resume", "r1", "--replicates", "2"], 2, fake_checkpoint),
     Case("report-none", "`mine-dist report` of an audit with no history", ["report", "--history", "{sb}/victim/out/history",
          "--audit", "a"], 2, victims),
     Case("overwrite", "`make-data --overwrite` into a directory that is not a dataset",
