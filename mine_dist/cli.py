@@ -28,7 +28,7 @@ from mine_dist.jobs.common import (EXIT_ALERT, EXIT_DATA, EXIT_FAILED, EXIT_INTE
 # are only overridden by flags the user actually gave.
 _EST_FLAGS = {
     "bound": str, "batch_size": int, "lr": float, "steps": int, "ema_rate": float, "smile_tau": float,
-    "eval_every": int, "patience": int, "val_fraction": float, "test_fraction": float,
+    "eval_every": int, "patience": int, "min_gain": float, "val_fraction": float, "test_fraction": float,
     "normalize": str, "eval_negatives": int, "val_negatives": int, "precision": str, "bootstrap": int, "seed": int,
     "device": str, "replicates": int,
 }
@@ -63,6 +63,8 @@ def add_estimate_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--smile-tau", type=float, help=f"SMILE clip (default {d.smile_tau})")
     g.add_argument("--eval-every", type=int, help=f"steps between validation checks (default {d.eval_every})")
     g.add_argument("--patience", type=int, help=f"checks without improvement before stopping, 0 = never (default {d.patience})")
+    g.add_argument("--min-gain", type=float, help=f"a check improves only when it beats the last improvement by this "
+                   f"many standard errors of its value; 0 = any gain (default {d.min_gain})")
     g.add_argument("--val-fraction", type=float, help=f"default {d.val_fraction}")
     g.add_argument("--test-fraction", type=float, help=f"default {d.test_fraction}")
     g.add_argument("--normalize", choices=normalize.METHODS, help=f"default {d.normalize}")
