@@ -43,3 +43,16 @@ def test_constant_column_is_rejected(rng):
 def test_unknown_method():
     with pytest.raises(ValueError, match="normalize must be one of"):
         normalize.fit("minmax", np.zeros((2, 1)))
+
+
+@pytest.mark.parametrize("method", normalize.METHODS)
+def test_blocked_apply_equals_one_block(monkeypatch, method):
+    rng = np.random.default_rng(3)
+    a = np.column_stack([rng.standard_t(1, 1000), rng.normal(size=1000), (rng.random(1000) < 0.3)]).astype(np.float32)
+    nz = normalize.fit(method, a, passthrough=np.array([False, False, True]))
+    whole = nz.apply(a)
+    monkeypatch.setattr(normalize, "APPLY_BLOCK_VALUES", 21)  # 7 rows a block: 143 blocks, the last one short
+    blocked = nz.apply(a)
+    assert blocked.dtype == np.float32 and np.array_equal(blocked, whole)
+    assert np.array_equal(blocked[:, 2], a[:, 2])  # the passthrough column is untouched
+    assert nz.apply(a[:0]).shape == (0, 3)
