@@ -2,6 +2,7 @@
 
 import json
 import os
+import runpy
 import signal
 import subprocess
 import sys
@@ -96,7 +97,7 @@ def test_killed_worker_resumes_from_checkpoint(data, tmp_path):
     assert rec["ci95_nats"][0] <= truth + 0.01 and rec["mi_nats"] >= 0.75 * truth
 
 
-def test_killed_driver_is_resumed_with_resume_flag(data, tmp_path):
+def test_killed_driver_is_resumed_with_resume_flag(data, tmp_path, capsys, monkeypatch):
     import ray
 
     assert not ray.is_initialized()
@@ -112,9 +113,16 @@ def test_killed_driver_is_resumed_with_resume_flag(data, tmp_path):
         p.wait()
     time.sleep(3)
     assert not os.path.exists(os.path.join(run_dir, "estimate.json"))
-    # Without --resume the same run id is refused (Ray would silently resume otherwise).
-    r = subprocess.run([*cmd, "--run-id", "rs"], capture_output=True, text=True, timeout=300)
-    assert r.returncode == 2 and "pass --resume rs" in r.stderr
+    # Without --resume the same run id is refused (Ray would silently resume otherwise). The refusal
+    # comes before Ray starts, so the same script runs in this process (runpy, as __main__) instead
+    # of in a fresh interpreter that spends seconds importing torch and Ray to print one line.
+    monkeypatch.setattr(sys, "argv", [*cmd[1:], "--run-id", "rs"])
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as refused:
+        runpy.run_path(cmd[1], run_name="__main__")
+    assert refused.value.code == 2 and "pass --resume rs" in capsys.readouterr().err
+    assert not ray.is_initialized()
+    monkeypatch.undo()
     r = subprocess.run([*cmd, "--resume", "rs", "--json"], capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-2000:]
     rec = json.loads(r.stdout.strip().splitlines()[-1])
