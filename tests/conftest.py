@@ -34,4 +34,30 @@ def make_gaussian_dataset(tmp_path_factory, name: str, rows: int, shards: int, d
 def rng():
     return np.random.default_rng(0)
 
+
+@pytest.fixture(scope="session")
+def _ray_off_at_exit():
+    yield
+    import ray
+
+    ray.shutdown()
+
+
+@pytest.fixture
+def local_ray(_ray_off_at_exit):
+    """The session's local Ray (2 CPUs), started by the first test that asks for it and left running
+    for the next one (on a 2-core box a start and shutdown cost ~10 s). Tests that need Ray off in
+    this process (a subprocess driver starts its own) take ``no_local_ray`` first."""
+    from mine_dist.distributed.runtime import ensure_ray
+
+    ensure_ray(num_cpus=2)
+
+
+@pytest.fixture
+def no_local_ray():
+    """Shut down the Ray that an earlier test left running in this process."""
+    import ray
+
+    ray.shutdown()
+
 from tests.s3_server import s3_server  # noqa: E402,F401  (session fixture: a real SeaweedFS S3 server)

@@ -32,31 +32,25 @@ def test_small_one_worker_checks_train_in_process(data):
 
 @pytest.mark.slow
 @pytest.mark.ray
-def test_driver_scan_and_materialize_equal_the_ray_tasks(data):
-    ray = pytest.importorskip("ray")
+def test_driver_scan_and_materialize_equal_the_ray_tasks(data, local_ray):  # the session's Ray (conftest)
     from mine_dist import io, normalize, split
     from mine_dist.distributed.data import scan, split_dataset
-    from mine_dist.distributed.runtime import ensure_ray
 
     info = io.inspect(str(data), "x", "z")
     fr = (0.15, 0.15)
-    try:
-        ensure_ray(num_cpus=2, include_dashboard=False)
-        a = scan(info, fr, False, sample_rows=10_000, val_rows=10_000, seed=0)
-        b = scan(info, fr, False, sample_rows=10_000, val_rows=10_000, seed=0, in_driver=True)
-        assert a.counts == b.counts and a.dropped == b.dropped and a.grouping == pytest.approx(b.grouping)
-        # Every row is sampled at this size: the same rows, in another order (tasks finish in any order).
-        for u, v in ((a.sample_x, b.sample_x), (a.val_z, b.val_z)):
-            np.testing.assert_array_equal(np.sort(u, axis=0), np.sort(v, axis=0))
-        nx = normalize.fit("standard", b.sample_x, "x", io.passthrough_mask(info.x))
-        nz = normalize.fit("standard", b.sample_z, "z", io.passthrough_mask(info.z))
-        rows = []
-        for in_driver in (False, True):
-            ds = split_dataset(info, split.TRAIN, *fr, False, nx, nz, shuffle_units=True, seed=0, materialize=True,
-                               in_driver=in_driver)
-            got = np.concatenate([np.concatenate([t["x"], t["z"]], 1) for t in ds.iter_batches(batch_size=None)])
-            rows.append(np.sort(got, axis=0))
-        assert rows[0].shape == (a.counts[split.TRAIN], 6) and rows[0].dtype == np.float32
-        np.testing.assert_array_equal(rows[0], rows[1])
-    finally:
-        ray.shutdown()
+    a = scan(info, fr, False, sample_rows=10_000, val_rows=10_000, seed=0)
+    b = scan(info, fr, False, sample_rows=10_000, val_rows=10_000, seed=0, in_driver=True)
+    assert a.counts == b.counts and a.dropped == b.dropped and a.grouping == pytest.approx(b.grouping)
+    # Every row is sampled at this size: the same rows, in another order (tasks finish in any order).
+    for u, v in ((a.sample_x, b.sample_x), (a.val_z, b.val_z)):
+        np.testing.assert_array_equal(np.sort(u, axis=0), np.sort(v, axis=0))
+    nx = normalize.fit("standard", b.sample_x, "x", io.passthrough_mask(info.x))
+    nz = normalize.fit("standard", b.sample_z, "z", io.passthrough_mask(info.z))
+    rows = []
+    for in_driver in (False, True):
+        ds = split_dataset(info, split.TRAIN, *fr, False, nx, nz, shuffle_units=True, seed=0, materialize=True,
+                           in_driver=in_driver)
+        got = np.concatenate([np.concatenate([t["x"], t["z"]], 1) for t in ds.iter_batches(batch_size=None)])
+        rows.append(np.sort(got, axis=0))
+    assert rows[0].shape == (a.counts[split.TRAIN], 6) and rows[0].dtype == np.float32
+    np.testing.assert_array_equal(rows[0], rows[1])

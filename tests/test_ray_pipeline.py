@@ -1,4 +1,4 @@
-"""Ray Data + Ray Train path, on one local Ray instance for the module (2 CPUs)."""
+"""Ray Data + Ray Train path, on the session's local Ray instance (2 CPUs, tests/conftest.py)."""
 
 import json
 import math
@@ -14,14 +14,10 @@ pytestmark = [pytest.mark.slow, pytest.mark.ray]
 ray = pytest.importorskip("ray")
 
 
-@pytest.fixture(scope="module")
-def ray_session():
+@pytest.fixture
+def ray_session(local_ray):
+    """The session's local Ray (tests/conftest.py), kept running after this module for the next."""
     os.environ.setdefault("RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S", "30")
-    from mine_dist.distributed.runtime import ensure_ray
-
-    ensure_ray(num_cpus=2)
-    yield
-    ray.shutdown()
 
 
 @pytest.fixture(scope="module")

@@ -34,18 +34,11 @@ def space(tmp_path_factory):
     return p
 
 
-def test_sweep_selects_on_validation_reports_on_test(data, space, tmp_path):
+def test_sweep_selects_on_validation_reports_on_test(data, space, tmp_path, local_ray):
     from mine_dist.cli import main
-    from mine_dist.distributed.runtime import ensure_ray
 
-    ensure_ray(num_cpus=2)
-    try:
-        assert main(["sweep", "--data", str(data), "--output", str(tmp_path), "--run-id", "sw", "--space",
-                     str(space), *ARGS]) == 0
-    finally:
-        import ray
-
-        ray.shutdown()
+    assert main(["sweep", "--data", str(data), "--output", str(tmp_path), "--run-id", "sw", "--space",
+                 str(space), *ARGS]) == 0
     d = tmp_path / "sw"
     best = json.loads((d / "best.json").read_text())
     trials = pq.read_table(d / "trials.parquet").to_pylist()
@@ -80,7 +73,7 @@ def _final_checkpoints(sweep_dir):
     return out
 
 
-def test_interrupted_sweep_resumes_without_rerunning_finished_trials(data, space, tmp_path):
+def test_interrupted_sweep_resumes_without_rerunning_finished_trials(data, space, tmp_path, no_local_ray):
     import ray
 
     assert not ray.is_initialized()
