@@ -78,7 +78,7 @@ def add_estimate_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--precision", choices=["fp32", "bf16"], help=f"bf16: autocast the critic's training forward "
                    f"pass to bfloat16, for GPUs (default {d.precision})")
     g.add_argument("--critic", choices=critics.KINDS, help=f"critic family (default {c.kind}; ba uses classifier)")
-    g.add_argument("--width", type=int, help=f"hidden units (default {c.width})")
+    g.add_argument("--width", type=int, help="hidden units (default auto: 128 when dim x + dim z <= 20, else 256)")
     g.add_argument("--depth", type=int, help=f"hidden layers (default {c.depth})")
     g.add_argument("--activation", choices=list(critics.ACTIVATIONS), help=f"default {c.activation}")
     g.add_argument("--embed-dim", type=int, help=f"separable critic embedding size (default {c.embed_dim})")

@@ -17,7 +17,7 @@ def _trainer(**kw):
 
 
 def test_any_gain_resets_patience_without_min_gain():
-    t = _trainer()
+    t = _trainer(min_gain=0.0)
     for v in [0.10, 0.11, 0.12, 0.13, 0.14]:
         t.record_check(v, se=0.1)
     assert t.bad_checks == 0 and not t.done()
@@ -61,8 +61,8 @@ def test_min_gain_is_validated(bad):
 def test_check_value_standard_error_only_when_asked():
     rng = np.random.default_rng(0)
     tj, tm = rng.normal(0.5, 1, 2000), rng.normal(0, 1, (2000, 4))
-    v0, se0 = check_value(EstimatorConfig(bound="mine"), tj, tm)
-    v1, se1 = check_value(EstimatorConfig(bound="mine", min_gain=1.0), tj, tm)
+    v0, se0 = check_value(EstimatorConfig(bound="mine", min_gain=0.0), tj, tm)
+    v1, se1 = check_value(EstimatorConfig(bound="mine"), tj, tm)  # the default min_gain 1.0
     assert v0 == v1 and se0 == 0.0
     # The DV value's sampling sd for such scores is 0.027 (400 independent draws of tj and tm,
     # measured); a 64-resample bootstrap lands within a third of it.

@@ -79,7 +79,8 @@ class EstimateJob:
         if self.resume is not None and not has_ckpt:
             raise FileNotFoundError(f"--resume {run_id}: no checkpoints in {storage.describe(run_dir)}")
         info = self.data.inspect()
-        cfg = self.config.resolved(info.z.kind == "categorical", f"z {list(info.z.columns)} is {info.z.kind}")
+        cfg = self.config.resolved(info.z.kind == "categorical", f"z {list(info.z.columns)} is {info.z.kind}",
+                                   dims=(info.x.dim, info.z.dim))
         if self.resume is not None:
             # What the Ray workers trained with (--gpu runs them on cuda).
             ran = {**cfg.to_dict(), **({"device": "cuda"} if self.ray.gpu else {})}
