@@ -63,6 +63,8 @@ class SweepJob:
         started, t0 = runs.now_iso(), time.perf_counter()
         try:
             info = self.data.inspect()
+            # critic.width auto, decided for the data's dims (trials that draw a width keep theirs)
+            configs = [c.resolved(False, dims=(info.x.dim, info.z.dim)) for c in configs]
             truth = runs.read_ground_truth(self.data.uri)
             from mine_dist.distributed.sweep import run_sweep  # Ray is imported only here
 
