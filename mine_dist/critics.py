@@ -39,7 +39,7 @@ class CriticConfig:
         width: hidden units per layer, or ``auto`` (the default, :meth:`sized`): 128 when the
             critic's inputs are narrow (dx + dz <= 20), else 256. On the ground-truth suite the
             narrow tasks read the same or better at 128 for under half the step cost, and the wide
-            ones (25x25, 50x50) read 0.2-0.4 nats lower at 128 than at 256 (docs/benchmarks.md).
+            ones (25x25, 50x50) read 0.12-0.41 nats lower at 128 than at 256 (docs/benchmarks.md).
         depth: number of hidden layers (>= 1).
         activation: one of ``relu, elu, gelu, silu, tanh``.
         embed_dim: output size of f and g for separable critics.

@@ -57,7 +57,7 @@ class EstimatorConfig:
         min_gain: a check counts as an improvement only when it beats the last counted one by
             ``min_gain`` standard errors of the check's own value (a 64-resample bootstrap of the
             validation rows); 0 counts any gain. The critic kept is still the best check's. The
-            default 1.0 stopped the ground-truth suite's runs after 40% fewer steps on average
+            default 1.0 stopped the ground-truth suite's runs after 37% fewer steps in all
             with the same estimates (docs/benchmarks.md): gains smaller than the check's own noise
             no longer restart the patience.
         val_fraction, test_fraction: shares of rows held out (deterministic split by row key).
