@@ -327,8 +327,10 @@ def check_value(cfg: EstimatorConfig, tj: np.ndarray, tm: np.ndarray) -> tuple[f
     val = bound_from_scores(cfg.bound, tj, tm, cfg.smile_tau)
     if not cfg.min_gain:
         return val, 0.0
-    v = bootstrap_values(cfg.bound, tj, tm, cfg.smile_tau, 64, cfg.seed + 5, cfg.batch_size, _full_pairs(cfg))
-    return val, float(np.std(v, ddof=1))
+    with np.errstate(invalid="ignore", divide="ignore"):  # a tiny check can draw an all-zero resample
+        v = bootstrap_values(cfg.bound, tj, tm, cfg.smile_tau, 64, cfg.seed + 5, cfg.batch_size, _full_pairs(cfg))
+    v = v[np.isfinite(v)]
+    return val, float(np.std(v, ddof=1)) if v.size >= 2 else 0.0
 
 
 def _full_pairs(cfg: EstimatorConfig) -> bool:

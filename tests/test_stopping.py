@@ -67,3 +67,13 @@ def test_check_value_standard_error_only_when_asked():
     # The DV value's sampling sd for such scores is 0.027 (400 independent draws of tj and tm,
     # measured); a 64-resample bootstrap lands within a third of it.
     assert 0.018 < se1 < 0.036
+
+
+def test_check_value_of_a_tiny_check_has_a_finite_standard_error():
+    # 4 validation rows: some of the 64 resamples weight every row 0 (the value is then undefined);
+    # those are left out, so a tiny check still compares (a NaN would count as no improvement, ever).
+    rng = np.random.default_rng(1)
+    tj, tm = rng.normal(0.5, 1, 4), rng.normal(0, 1, (4, 3))
+    with np.errstate(all="raise"):
+        _, se = check_value(EstimatorConfig(bound="mine", batch_size=4), tj, tm)
+    assert math.isfinite(se) and se >= 0
