@@ -793,7 +793,7 @@ class MINE:
                 tj, tm = score_rows(trainer.critic, Xv, Zv, cfg, seed=cfg.seed + 7, negatives=cfg.val_negatives)
                 trainer.record_check(*check_value(cfg, tj, tm))
                 if bar is not None:
-                    bar.set_postfix(train=f"{trainer.curves[-1]['train']:.3f}", val=f"{val:.3f}")
+                    bar.set_postfix(train=f"{trainer.curves[-1]['train']:.3f}", val=f"{trainer.curves[-1]['val']:.3f}")
             if trainer.done():
                 break
         if bar is not None:

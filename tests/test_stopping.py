@@ -77,3 +77,16 @@ def test_check_value_of_a_tiny_check_has_a_finite_standard_error():
     with np.errstate(all="raise"):
         _, se = check_value(EstimatorConfig(bound="mine", batch_size=4), tj, tm)
     assert math.isfinite(se) and se >= 0
+
+
+def test_progress_bar_shows_each_check(capsys):
+    from mine_dist.estimator import MINE
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(1500, 2))
+    z = x + rng.normal(size=(1500, 2))
+    cfg = EstimatorConfig(steps=40, eval_every=20, batch_size=64, bootstrap=20, critic=CriticConfig(width=8))
+    est = MINE(cfg).estimate(x, z, progress=True)
+    assert est.steps == 40 and len(est.curves) == 2
+    err = capsys.readouterr().err  # not a TTY: one line per check, with the check's value
+    assert "step 20/40" in err and "step 40/40" in err and err.count(" val ") == 2
