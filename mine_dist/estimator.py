@@ -324,11 +324,14 @@ def score_rows(
 def check_value(cfg: EstimatorConfig, tj: np.ndarray, tm: np.ndarray) -> tuple[float, float]:
     """A validation check's value and, when ``cfg.min_gain`` asks for it, its standard error (a
     64-resample bootstrap of the checked rows, fixed seed; 0.0 otherwise)."""
-    val = bound_from_scores(cfg.bound, tj, tm, cfg.smile_tau)
+    # One pass over the partition scores serves the value and the resamples (as in finish_estimate).
+    terms = None if B.spec(cfg.bound).readout in ("infonce", "ba") else _marginal_terms(cfg.bound, tm, cfg.smile_tau)
+    val = bound_from_scores(cfg.bound, tj, tm, cfg.smile_tau, terms)
     if not cfg.min_gain:
         return val, 0.0
     with np.errstate(invalid="ignore", divide="ignore"):  # a tiny check can draw an all-zero resample
-        v = bootstrap_values(cfg.bound, tj, tm, cfg.smile_tau, 64, cfg.seed + 5, cfg.batch_size, _full_pairs(cfg))
+        v = bootstrap_values(cfg.bound, tj, tm, cfg.smile_tau, 64, cfg.seed + 5, cfg.batch_size, _full_pairs(cfg),
+                             terms)
     v = v[np.isfinite(v)]
     return val, float(np.std(v, ddof=1)) if v.size >= 2 else 0.0
 
