@@ -38,8 +38,9 @@ class Normalizer:
 
         Computed in float64 on blocks of about :data:`APPLY_BLOCK_VALUES` values written into the
         float32 result, so the extra memory is a few float64 blocks (32 MB each), not several
-        float64 copies of the whole input (for 1M x 768 float32 rows about 10-15 GB more; benchmarks/normalize_memory.py). Every
-        value is a function of its own input value only, so blocks change nothing.
+        float64 copies of the whole input (for 1M x 768 float32 rows about 10-15 GB more;
+        benchmarks/normalize_memory.py). Every value is a function of its own input value only,
+        so blocks change nothing.
         """
         a = np.asarray(a)
         out = np.empty(a.shape, dtype=np.float32)
