@@ -17,6 +17,11 @@ process; and ``EstimateJob.run()`` in this warm process) is the reference.
 ``MINE_DIST_IN_PROCESS_MAX_VALUES=0``), ``auto`` (the size rule: these small checks train in-process
 in the job), and compares its submit-to-result with N x the in-process time.
 
+``--floor N`` first submits, N times each, two jobs that do no mine-dist work: ``python -c pass``
+(Ray Jobs' own submit-to-result: CLI, upload, job supervisor, driver process, exit) and one that
+only imports what the estimate's driver imports (torch, ray.train, mine_dist): the part of the
+fixed overhead that no change to the pipeline can remove.
+
     .venv/bin/python benchmarks/ray_overhead.py                          # ~3 min on 2 cores
     .venv/bin/python benchmarks/ray_overhead.py --repeats 3 --audit 4 --audit-modes train,auto
 """
@@ -61,6 +66,14 @@ PHASES = [
     ("test scoring on the driver", "fit_done", "test_done"),
     ("record, curves, plot", "test_done", "driver_end"),
     ("driver exit -> CLI returns", "driver_end", "result"),
+]
+
+
+# Jobs for --floor: (label, python -c code).
+FLOOR_JOBS = [
+    ("`python -c pass`", "pass"),
+    ("`python -c 'import torch, ray.train, mine_dist.distributed.train'` (the driver's imports)",
+     "import torch, ray.train, mine_dist.distributed.train"),
 ]
 
 
@@ -204,6 +217,7 @@ def main() -> None:
     p.add_argument("--audit", type=int, default=0, help="also an audit of N checks (0: none)")
     p.add_argument("--audit-modes", default="train,auto", help="comma list of train (a Ray Train run per check), "
                    "auto (the size rule decides)")
+    p.add_argument("--floor", type=int, default=0, help="also N submits each of a no-op job and an imports-only job")
     p.add_argument("--keep", action="store_true", help="keep the temp dir (data, runs, logs)")
     a = p.parse_args()
 
@@ -215,9 +229,14 @@ def main() -> None:
     fresh, warm = in_process(data, out, a.steps)
     print(f"in-process {a.steps} steps: fresh `mine-dist estimate --workers 0` {fresh:.2f} s, "
           f"EstimateJob.run() in a warm process {warm:.2f} s", file=sys.stderr)
-    rows, audits = [], []
+    rows, audits, floors = [], [], {}
     try:
         with head(a.num_cpus, tmp) as (url, _gcs, env):
+            for what, code in FLOOR_JOBS if a.floor else []:
+                for i in range(a.floor):
+                    t0, t1, _ = submit(url, env, os.path.join(tmp, "phases-floor.jsonl"), ["-c", code])
+                    floors.setdefault(what, []).append(t1 - t0)
+                print(f"floor, {what}: {', '.join(f'{t:.1f}' for t in floors[what])} s", file=sys.stderr)
             for i in range(a.repeats):
                 phase_log = os.path.join(tmp, f"phases-{i}.jsonl")
                 t0, t1, _ = submit(url, env, phase_log, ["pipelines/estimate.py", *estimate_args(
@@ -244,6 +263,12 @@ def main() -> None:
     print(table(rows, f"submit -> result of `ray job submit -- python pipelines/estimate.py --steps {a.steps}`"))
     print(f"\nin-process reference: fresh `mine-dist estimate --workers 0` process {fresh:.2f} s; "
           f"`EstimateJob.run()` in a warm process {warm:.2f} s")
+    if floors:
+        print(f"\n#### Ray Jobs floor: submit -> result of jobs that do no mine-dist work ({a.floor} each)\n")
+        print("| job | runs (s) | median (s) |")
+        print("|---|---|---:|")
+        for what, ts in floors.items():
+            print(f"| {what} | {', '.join(f'{t:.2f}' for t in ts)} | {statistics.median(ts):.2f} |")
     if audits:
         print(f"\n#### audit of {a.audit} checks of {a.steps} steps, one `ray job submit -- python pipelines/audit.py`\n")
         print("| checks run as | submit -> result (s) | per check (s) | N x fresh in-process (s) | ratio | "
