@@ -716,6 +716,7 @@ class MINE:
         passthrough_x: np.ndarray | None = None,
         passthrough_z: np.ndarray | None = None,
         progress: bool = False,
+        checkpoints=None,
     ) -> MIEstimate:
         """Estimate I(X; Z) from paired samples.
 
@@ -724,6 +725,11 @@ class MINE:
             row_keys: (n,) integer keys deciding each row's split (default: row positions).
             passthrough_x, passthrough_z: bool masks of columns not to normalize (one-hot codes).
             progress: show a progress bar on stderr.
+            checkpoints: where training states go after every validation check and where a
+                resumed run starts from: an object with ``load() -> dict | None`` and
+                ``save(state, step)`` (e.g. :class:`mine_dist.rundir.InProcessCheckpoints`);
+                None keeps none. A restored run continues from the saved step with a fresh pass
+                over the train rows. Not with ``replicates`` > 1.
 
         Raises:
             ValueError / TypeError: bad shapes, dtypes, NaN/Inf, constant columns, too few rows.
@@ -738,8 +744,10 @@ class MINE:
         if keys.shape != (n,):
             raise ValueError(f"row_keys must have shape ({n},); got {keys.shape}")
         if cfg.replicates > 1:
+            if checkpoints is not None:
+                raise ValueError("checkpoints are not kept for replicates > 1 (each replicate would need its own)")
             return self._replicated(cfg, x, z, keys, passthrough_x, passthrough_z, progress)
-        return self._estimate_one(cfg, x, z, keys, passthrough_x, passthrough_z, progress)
+        return self._estimate_one(cfg, x, z, keys, passthrough_x, passthrough_z, progress, checkpoints=checkpoints)
 
     def _replicated(self, cfg, x, z, keys, passthrough_x, passthrough_z, progress) -> MIEstimate:
         """K critics one after another (seed + r, split_seed + r), scored on the same test rows
@@ -754,7 +762,8 @@ class MINE:
                                            score_seed=cfg.seed))
         return combine_replicates(cfg, ests)
 
-    def _estimate_one(self, cfg, x, z, keys, passthrough_x, passthrough_z, progress, score_seed=None) -> MIEstimate:
+    def _estimate_one(self, cfg, x, z, keys, passthrough_x, passthrough_z, progress, score_seed=None,
+                      checkpoints=None) -> MIEstimate:
         n = x.shape[0]
         score_seed = cfg.seed if score_seed is None else score_seed
         which = split.assign(keys, cfg.val_fraction, cfg.test_fraction, cfg.split_seed)
@@ -772,14 +781,20 @@ class MINE:
         X = torch.from_numpy(nx.apply(x)).to(dev)
         Z = torch.from_numpy(nz.apply(z)).to(dev)
         trainer = Trainer(cfg, X.shape[1], Z.shape[1], dev)
+        state = checkpoints.load() if checkpoints is not None else None
+        if state is not None:
+            trainer.load_state_dict(state)
         va_eval = va
         if va.size > cfg.max_eval_rows:
             va_eval = np.sort(np.random.default_rng(cfg.seed).choice(va, cfg.max_eval_rows, replace=False))
         Xv, Zv = X[va_eval], Z[va_eval]
         t0 = time.perf_counter()
-        gen = torch.Generator().manual_seed(cfg.seed + 1)
+        # A restored run starts a fresh pass over the train rows, in an order of its own step.
+        gen = torch.Generator().manual_seed(cfg.seed + 1 + trainer.step_count)
         tr_t = torch.from_numpy(tr)
         bar = _progress(cfg.steps, progress)
+        if bar is not None and trainer.step_count:
+            bar.update(min(trainer.step_count, cfg.steps))
 
         def batches():
             while True:
@@ -789,16 +804,18 @@ class MINE:
                     yield X[idx], Z[idx]
 
         for xb, zb in batches():
+            if trainer.done():  # at the top: a run restored at its end takes no step
+                break
             trainer.step(xb, zb)
             if bar is not None:
                 bar.update(1)
             if trainer.step_count % cfg.eval_every == 0 or trainer.step_count == cfg.steps:
                 tj, tm = score_rows(trainer.critic, Xv, Zv, cfg, seed=cfg.seed + 7, negatives=cfg.val_negatives)
                 trainer.record_check(*check_value(cfg, tj, tm))
+                if checkpoints is not None:
+                    checkpoints.save(trainer.state_dict(), trainer.step_count)
                 if bar is not None:
                     bar.set_postfix(train=f"{trainer.curves[-1]['train']:.3f}", val=f"{trainer.curves[-1]['val']:.3f}")
-            if trainer.done():
-                break
         if bar is not None:
             bar.close()
         wall = time.perf_counter() - t0

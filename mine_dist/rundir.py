@@ -163,6 +163,46 @@ def latest_checkpoint_state(root: str) -> dict | None:
     return torch.load(io.BytesIO(storage.read_bytes(newest)), weights_only=True, map_location="cpu")
 
 
+IN_PROCESS_CHECKPOINTS = "in-process"  # <run_dir>/checkpoints/in-process/: an in-process run's states
+
+
+class InProcessCheckpoints:
+    """An in-process run's training states, ``<root>/step_<N>/state.pt`` (the Ray Train layout, so
+    :func:`latest_checkpoint_state` and :func:`check_resume` read both), the newest ``keep`` kept.
+
+    ``root`` is ``<run_dir>/checkpoints/in-process``: a separate folder, so a run directory tells
+    which path trained it and a resume can refuse the other one. ``restored`` counts the restores
+    (0 for a fresh run), as the Ray path's ``restored_from_checkpoint`` does.
+    """
+
+    def __init__(self, root: str, keep: int = 2):
+        self.root, self.keep, self.restored = root, keep, 0
+        self._saved: list[str] = []
+
+    def load(self) -> dict | None:
+        """The newest saved state, or None; remembers what is there so later saves prune it."""
+        state = latest_checkpoint_state(self.root) if storage.exists(self.root) else None
+        if state is not None:
+            self.restored = int(state.get("restored", 0)) + 1
+            self._saved = sorted({f.rsplit("/", 2)[-2] for f in storage.list_files(self.root)
+                                  if _STEP_DIR.search(f)})
+        return state
+
+    def save(self, state: dict, step: int) -> None:
+        """Write ``state`` (with the restore count) as step ``step``, then drop all but the newest ``keep``."""
+        import io
+
+        import torch
+
+        buf = io.BytesIO()
+        torch.save({**state, "restored": self.restored}, buf)
+        name = f"step_{step:08d}"
+        storage.write_bytes_atomic(storage.join(self.root, name, "state.pt"), buf.getvalue())
+        self._saved = sorted(set(self._saved) | {name})
+        while len(self._saved) > self.keep:
+            storage.delete_tree(storage.join(self.root, self._saved.pop(0)))
+
+
 def resume_conflicts(saved: dict, requested: dict, prefix: str = "") -> list[str]:
     """``field saved -> requested`` for every setting that differs (nested dicts by dotted name),
     except those in :data:`RESUME_MAY_CHANGE`."""

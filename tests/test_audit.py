@@ -184,6 +184,31 @@ def test_failing_check_is_recorded_and_others_kept_and_rerun_finishes(local_data
     assert next(r for r in rows if r["check"] == "good") == good_before
 
 
+def test_a_check_interrupted_in_training_resumes_from_its_checkpoint(local_data, capsys, monkeypatch):
+    from mine_dist import rundir
+
+    spec = _spec(local_data / "s.yaml", [_check("c", "d1")])
+    out = str(local_data / "out")
+    orig, calls = rundir.InProcessCheckpoints.save, []
+
+    def save(self, state, step):  # the driver is stopped right after the second validation check
+        orig(self, state, step)
+        calls.append(step)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(rundir.InProcessCheckpoints, "save", save)
+    assert main(["audit", "--spec", spec, "--output", out, "--run-id", "s1", "--no-progress"]) == 130
+    run = os.path.join(out, "runs", "t", "s1", "c")
+    assert os.path.exists(os.path.join(run, "checkpoints", "in-process", "step_00000200", "state.pt"))
+    assert not os.path.exists(os.path.join(out, "history")) or not audit.read_history(os.path.join(out, "history"), "t")
+    monkeypatch.setattr(rundir.InProcessCheckpoints, "save", orig)
+    assert main(["audit", "--spec", spec, "--output", out, "--run-id", "s1", "--no-progress"]) == 0
+    rec = json.load(open(os.path.join(run, "estimate.json")))
+    assert rec["restored_from_checkpoint"] == 1 and rec["steps"] == 300
+    assert [r["status"] for r in audit.read_history(os.path.join(out, "history"), "t")] == ["ok"]
+
+
 def test_absolute_limit_in_fraction_of_entropy(local_data, capsys):
     spec = _spec(local_data / "s.yaml", [_check("leak", "d1", alerts={"max_mi": {"value": 0.001,
                                                                                "unit": "fraction_of_h_z"}})])

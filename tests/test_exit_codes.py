@@ -94,9 +94,9 @@ def test_sigint_exits_130_with_one_line(data, tmp_path):
                          preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         deadline = time.time() + 60
-        while not (tmp_path / "int").exists() and time.time() < deadline:
+        ckpts = tmp_path / "int" / "checkpoints" / "in-process"
+        while not (ckpts.exists() and any(ckpts.iterdir())) and time.time() < deadline:
             time.sleep(0.2)
-        time.sleep(1.0)
         p.send_signal(signal.SIGINT)
         out, err = p.communicate(timeout=60)
     finally:
@@ -107,4 +107,6 @@ def test_sigint_exits_130_with_one_line(data, tmp_path):
     # printing the line (Popen: -2), which a shell reports as the same $? = 130.
     assert p.returncode in (130, -signal.SIGINT), err
     assert err.strip().splitlines()[-1] == "mine-dist: error: interrupted"
-    assert not (tmp_path / "int").exists()  # an in-process run keeps no checkpoints: nothing partial stays
+    # Interrupted after a validation check: its checkpoints stay, with how to continue.
+    assert "continue it with --resume int" in err
+    assert (tmp_path / "int" / "failure.json").exists() and not (tmp_path / "int" / "estimate.json").exists()

@@ -1,8 +1,10 @@
 """An estimate as a job: validate, claim the run directory, estimate (in-process or on Ray), write.
 
 A failure from bad input removes the run directory (only one the run itself created; nothing
-partial stays in storage); a training failure or interruption on the Ray path keeps its
-checkpoints, writes ``failure.json`` and says how to ``--resume``.
+partial stays in storage); a training failure or interruption after the first validation check
+keeps its checkpoints (Ray Train's under ``checkpoints/``, an in-process run's under
+``checkpoints/in-process/``), writes ``failure.json`` and says how to ``--resume``. A run resumes
+on the path that trained it.
 """
 
 from __future__ import annotations
@@ -35,7 +37,8 @@ class EstimateJob:
         config: the estimator.
         output: where runs are written (``<output>/<run_id>/``), any URI.
         run_id: the run's name (default: time + random suffix); one safe path segment.
-        resume: continue this Ray run from its latest checkpoint (its options must match).
+        resume: continue this run from its latest checkpoint (its options must match; on the
+            path, in-process or Ray, that trained it).
         ray: Ray Train execution; None trains in this process (no Ray start-up).
         threads: torch threads for an in-process run.
         progress: a progress bar (in-process) or a line per validation check (Ray).
@@ -65,8 +68,6 @@ class EstimateJob:
         if self.config.replicates > 1 and self.resume is not None:
             raise ValueError(f"--resume does not continue a run of --replicates {self.config.replicates} "
                              f"(each replicate keeps its own checkpoints); start it again")
-        if self.resume is not None and self.ray is None:
-            raise ValueError("--resume needs the Ray path (--workers >= 1): in-process runs keep no checkpoints")
         check_device(self.config.device, self.workers, bool(self.ray and self.ray.gpu))
         check_not_in_ray_job_dir(self.output, self.data.uri)
         storage.check_reachable(self.output, for_write=True)
@@ -78,12 +79,17 @@ class EstimateJob:
                                   f"pass --resume {run_id} to continue it, or choose another --run-id")
         if self.resume is not None and not has_ckpt:
             raise FileNotFoundError(f"--resume {run_id}: no checkpoints in {storage.describe(run_dir)}")
+        if self.resume is not None:
+            in_process = storage.exists(storage.join(ckpt_dir, rundir.IN_PROCESS_CHECKPOINTS))
+            if in_process != (self.ray is None):
+                raise ValueError(f"--resume {run_id}: the run was trained {'in-process' if in_process else 'on Ray Train'}; "
+                                 f"resume it the same way ({'--workers 0' if in_process else '--workers >= 1'})")
         info = self.data.inspect()
         cfg = self.config.resolved(info.z.kind == "categorical", f"z {list(info.z.columns)} is {info.z.kind}",
                                    dims=(info.x.dim, info.z.dim))
         if self.resume is not None:
             # What the Ray workers trained with (--gpu runs them on cuda).
-            ran = {**cfg.to_dict(), **({"device": "cuda"} if self.ray.gpu else {})}
+            ran = {**cfg.to_dict(), **({"device": "cuda"} if self.ray and self.ray.gpu else {})}
             rundir.check_resume(run_dir, ran, self.data.request())
         claim = rundir.claim(self.output, run_id, what, request=self.data.request())
         started, t0 = runs.now_iso(), time.perf_counter()
@@ -117,7 +123,9 @@ class EstimateJob:
             f"(dim {info.x.dim}), z = {info.z.kind} {list(info.z.columns)} (dim {info.z.dim})")
         truth = runs.read_ground_truth(self.data.uri)
         if self.ray is None:
-            est, facts = fit_in_process(info, self.data, cfg, self.threads, self.progress)
+            ckpts = None if cfg.replicates > 1 else rundir.InProcessCheckpoints(
+                storage.join(run_dir, "checkpoints", rundir.IN_PROCESS_CHECKPOINTS))
+            est, facts = fit_in_process(info, self.data, cfg, self.threads, self.progress, ckpts)
         else:
             from mine_dist.distributed.train import fit_on_ray, fit_replicates_on_ray  # Ray only on this path
 
@@ -131,8 +139,10 @@ class EstimateJob:
 
 
 def fit_in_process(info, data: io.DataSpec, cfg: EstimatorConfig, threads: int = 1,
-                   progress: bool = True) -> tuple[MIEstimate, dict]:
-    """Read every row into memory, check for leaks, train in this process (``--workers 0``)."""
+                   progress: bool = True, checkpoints=None) -> tuple[MIEstimate, dict]:
+    """Read every row into memory, check for leaks, train in this process (``--workers 0``),
+    saving the training state after every check to ``checkpoints`` (a
+    :class:`~mine_dist.rundir.InProcessCheckpoints`; None: none) and starting from its newest."""
     import torch
 
     from mine_dist import leaks
@@ -144,8 +154,12 @@ def fit_in_process(info, data: io.DataSpec, cfg: EstimatorConfig, threads: int =
         log(f"dropped {dropped} row(s) with NaN/Inf")
     found = leaks.check(x, z, info.x, info.z, data.allow_identical)
     est = MINE(cfg).estimate(x, z, row_keys=keys, passthrough_x=io.passthrough_mask(info.x),
-                             passthrough_z=io.passthrough_mask(info.z), progress=progress)
-    return est, {"dropped_nonfinite": dropped, "data_warnings": found}
+                             passthrough_z=io.passthrough_mask(info.z), progress=progress,
+                             checkpoints=checkpoints)
+    facts = {"dropped_nonfinite": dropped, "data_warnings": found}
+    if checkpoints is not None:
+        facts.update(checkpoints=storage.describe(checkpoints.root), restored_from_checkpoint=checkpoints.restored)
+    return est, facts
 
 
 def result_fields(est: MIEstimate, facts: dict) -> dict:
