@@ -29,7 +29,7 @@ $(DEMO_DATA)/ground_truth.json: | setup
 	$(PY) -m mine_dist make-data gaussian --dim 5 --rho 0.8 --rows 100000 --shards 8 --output $(DEMO_DATA)
 
 demo: setup $(DEMO_DATA)/ground_truth.json
-	$(PY) pipelines/estimate.py --data $(DEMO_DATA) --output $(DEMO_OUT)
+	$(PY) pipelines/estimate.py --data $(DEMO_DATA) --output $(DEMO_OUT) --workers 1
 
 demo-inprocess: setup $(DEMO_DATA)/ground_truth.json
 	$(PY) -m mine_dist estimate --workers 0 --data $(DEMO_DATA) --output $(DEMO_OUT)

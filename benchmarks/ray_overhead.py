@@ -151,7 +151,8 @@ def phase_times(marks: list[dict], t_submit: float, t_result: float) -> dict[str
     for m in marks:
         at.setdefault(m["phase"], m["t"])
     # A pooled worker process started before fit(): its start-up is not part of this run.
-    at["worker_spawned"] = max(at.get("worker_process_start", at["fit_start"]), at["fit_start"])
+    if "fit_start" in at:  # absent when the size rule trained in the driver (--workers auto)
+        at["worker_spawned"] = max(at.get("worker_process_start", at["fit_start"]), at["fit_start"])
     out = {label: at[b] - at[a] for label, a, b in PHASES if a in at and b in at}
     out["total (submit -> result)"] = t_result - t_submit
     out["fixed overhead (total - training)"] = out["total (submit -> result)"] - out.get(PHASES[11][0], 0.0)
@@ -172,7 +173,7 @@ def table(rows: list[dict[str, float]], title: str) -> str:
     return "\n".join(lines)
 
 
-def estimate_args(data: str, out: str, run_id: str, steps: int, workers: int) -> list[str]:
+def estimate_args(data: str, out: str, run_id: str, steps: int, workers) -> list[str]:
     return ["--data", data, "--output", out, "--run-id", run_id, "--steps", str(steps), "--batch-size", "256",
             "--eval-every", "100", "--bound", "mine", "--no-progress", "--workers", str(workers)]
 
@@ -212,7 +213,8 @@ def main() -> None:
     p.add_argument("--dim", type=int, default=5)
     p.add_argument("--steps", type=int, default=400)
     p.add_argument("--repeats", type=int, default=2)
-    p.add_argument("--workers", type=int, default=1, help="Ray Train workers of the estimate")
+    p.add_argument("--workers", default="1", help="--workers of the estimate: N Ray Train workers, or auto (the "
+                   "size rule: this small estimate then trains in the job's driver)")
     p.add_argument("--num-cpus", type=float, default=2, help="logical CPUs of the head")
     p.add_argument("--audit", type=int, default=0, help="also an audit of N checks (0: none)")
     p.add_argument("--audit-modes", default="train,auto", help="comma list of train (a Ray Train run per check), "
@@ -258,7 +260,7 @@ def main() -> None:
             shutil.rmtree(tmp, ignore_errors=True)
         else:
             print(f"kept {tmp}", file=sys.stderr)
-    print(f"# {a.steps}-step estimate, {a.rows} rows x dim {a.dim}, {a.workers} Ray Train worker(s), head with "
+    print(f"# {a.steps}-step estimate, {a.rows} rows x dim {a.dim}, --workers {a.workers}, head with "
           f"{a.num_cpus:g} CPUs on {os.cpu_count()} cores; load average {load0[0]:.1f} before, {load1[0]:.1f} after\n")
     print(table(rows, f"submit -> result of `ray job submit -- python pipelines/estimate.py --steps {a.steps}`"))
     print(f"\nin-process reference: fresh `mine-dist estimate --workers 0` process {fresh:.2f} s; "

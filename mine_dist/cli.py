@@ -83,7 +83,10 @@ def add_estimate_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--activation", choices=list(critics.ACTIVATIONS), help=f"default {c.activation}")
     g.add_argument("--embed-dim", type=int, help=f"separable critic embedding size (default {c.embed_dim})")
     g = p.add_argument_group("execution and output")
-    g.add_argument("--workers", type=int, default=0, help="0: train in this process (no Ray); N: Ray Train with N workers")
+    g.add_argument("--workers", type=_workers, default=0,
+                   help="0: train in this process (no Ray); N: Ray Train with N workers; auto: 1 Ray Train worker, "
+                        "or this process for data of at most MINE_DIST_IN_PROCESS_MAX_VALUES (default 10,000,000) "
+                        "values, rows x (dim x + dim z), without --gpu (pipelines/estimate.py's default)")
     g.add_argument("--gpu", action="store_true", help="one GPU per Ray worker (NCCL)")
     g.add_argument("--cpus-per-worker", type=float, default=None,
                    help="CPUs each Ray worker reserves (default: leave one CPU for data reading)")
@@ -134,8 +137,22 @@ def data_spec(args: argparse.Namespace) -> DataSpec:
     return DataSpec(args.data, args.x, args.z, args.row_id, args.max_rows, args.drop_nonfinite, args.allow_identical)
 
 
+def _workers(v: str):
+    """``--workers``: an int or ``auto``."""
+    if v == "auto":
+        return v
+    try:
+        return int(v)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an int or 'auto'; got {v!r}") from None
+
+
 def ray_options(args: argparse.Namespace) -> RayOptions | None:
-    """None for ``--workers 0`` (in-process)."""
+    """None for ``--workers 0`` (in-process); ``auto`` is one worker (the size rule may train in-process)."""
+    if args.workers == "auto":
+        return RayOptions(workers=1, gpu=args.gpu, cpus_per_worker=args.cpus_per_worker,
+                          max_failures=args.max_failures, max_test_rows=args.max_test_rows, shuffle=args.shuffle,
+                          materialize=args.materialize, placement=args.placement, progress=not args.no_progress)
     if args.workers < 0:
         raise ValueError(f"--workers must be >= 0; got {args.workers}")
     if args.workers == 0:
@@ -149,10 +166,12 @@ def ray_options(args: argparse.Namespace) -> RayOptions | None:
 
 
 def estimate_job(args: argparse.Namespace, cfg: EstimatorConfig | None = None):
+    from mine_dist.jobs.common import in_process_max_values
     from mine_dist.jobs.estimate import EstimateJob
 
     return EstimateJob(data_spec(args), cfg or config_from_args(args), output=args.output, run_id=args.run_id, resume=args.resume,
-                       ray=ray_options(args), threads=args.threads, progress=not args.no_progress)
+                       ray=ray_options(args), threads=args.threads, progress=not args.no_progress,
+                       in_process_max_values=in_process_max_values() if args.workers == "auto" else 0)
 
 
 def run_estimate(args: argparse.Namespace, cfg: EstimatorConfig | None = None) -> dict:
@@ -179,7 +198,7 @@ def add_sweep_args(p: argparse.ArgumentParser) -> None:
 def run_sweep_command(args: argparse.Namespace) -> dict:
     from mine_dist.jobs.sweep import SweepJob
 
-    if args.workers < 1:
+    if args.workers == "auto" or args.workers < 1:
         raise ValueError(f"sweep trials run on Ray Train: --workers must be >= 1; got {args.workers}")
     return SweepJob(data_spec(args), config_from_args(args), space=args.space, trials=args.trials,
                     sweep_seed=args.sweep_seed, concurrent=args.concurrent, grace_steps=args.grace_steps,

@@ -12,14 +12,10 @@ from dataclasses import dataclass
 from mine_dist import audit, io, rundir, runs, storage, yamlio
 from mine_dist.distributed.options import RayOptions
 from mine_dist.estimator import EstimatorConfig
-from mine_dist.jobs.common import check_not_in_ray_job_dir, first_line, log
+from mine_dist.jobs.common import (IN_PROCESS_MAX_VALUES, check_not_in_ray_job_dir, first_line,  # noqa: F401
+                                   in_process_max_values as size_rule_limit, log)
 from mine_dist.jobs.estimate import EstimateJob
 
-# A check asking for one Ray Train worker on at most this many values (rows x (dim x + dim z); 10M
-# float64 values = 80 MB in memory) trains in-process instead, in a Ray task or the driver: the
-# same steps on one process, without Ray Train's fixed start-up per check (docs/benchmarks.md,
-# "Ray job overhead"). Its checkpoints are what it gives up: a killed check is re-run whole.
-IN_PROCESS_MAX_VALUES = 10_000_000
 
 
 @dataclass(frozen=True)
@@ -51,8 +47,7 @@ class AuditJob:
     slot: str | None = None
     concurrent: int | None = None
     progress: bool = True
-    in_process_max_values: int = dataclasses.field(default_factory=lambda: _env_int(
-        "MINE_DIST_IN_PROCESS_MAX_VALUES", IN_PROCESS_MAX_VALUES))
+    in_process_max_values: int = dataclasses.field(default_factory=size_rule_limit)
 
     def run(self) -> AuditResult:
         raw = yamlio.read(self.spec, f"--spec {self.spec}")
@@ -102,17 +97,6 @@ class AuditJob:
                                                       "error")} for _, r, _ in results]}
         return AuditResult(summary, audit_table(spec.audit, slot, results), alerts,
                            [r for _, r, _ in results if r["status"] != "ok"])
-
-
-def _env_int(name: str, default: int) -> int:
-    """An int from the environment (``ray job submit --runtime-env-json`` reaches a job this way)."""
-    raw = os.environ.get(name)
-    if raw is None:
-        return default
-    try:
-        return int(raw)
-    except ValueError:
-        raise ValueError(f"{name} must be an int; got {raw!r}") from None
 
 
 def _prepare(c: audit.Check, in_process_max_values: int = 0) -> tuple[audit.Check, EstimatorConfig, float | None]:

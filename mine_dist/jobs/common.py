@@ -13,6 +13,31 @@ EXIT_MEANINGS = {0: "ok", 1: "unexpected error", EXIT_USAGE: "usage or configura
                  EXIT_INTERRUPTED: "interrupted"}
 
 
+# The size rule: a run asking for one Ray Train worker (no GPU) on at most this many values (rows x
+# (dim x + dim z); 10M float64 values = 80 MB in memory) trains in-process instead (an audit check,
+# or `pipelines/estimate.py --workers auto`): the same steps and checkpoints on one process, without
+# Ray Train's fixed start-up (docs/benchmarks.md, "Ray job overhead"). Worker-group restarts
+# (--max-failures) are what it gives up; --resume still continues a killed run.
+IN_PROCESS_MAX_VALUES = 10_000_000
+IN_PROCESS_ENV = "MINE_DIST_IN_PROCESS_MAX_VALUES"
+
+
+def env_int(name: str, default: int) -> int:
+    """An int from the environment (``ray job submit --runtime-env-json`` reaches a job this way)."""
+    raw = os.environ.get(name)
+    if raw is None:
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise ValueError(f"{name} must be an int; got {raw!r}") from None
+
+
+def in_process_max_values() -> int:
+    """The size rule's limit: ``MINE_DIST_IN_PROCESS_MAX_VALUES`` or :data:`IN_PROCESS_MAX_VALUES`."""
+    return env_int(IN_PROCESS_ENV, IN_PROCESS_MAX_VALUES)
+
+
 def log(msg: str) -> None:
     """Progress and notes go to stderr (stdout is kept for the result)."""
     print(msg, file=sys.stderr, flush=True)

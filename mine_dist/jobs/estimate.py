@@ -10,7 +10,7 @@ on the path that trained it.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from mine_dist import io, rundir, runs, storage
 from mine_dist.distributed.options import RayOptions
@@ -42,6 +42,9 @@ class EstimateJob:
         ray: Ray Train execution; None trains in this process (no Ray start-up).
         threads: torch threads for an in-process run.
         progress: a progress bar (in-process) or a line per validation check (Ray).
+        in_process_max_values: the size rule (``--workers auto``): with ``ray`` of one worker
+            and no GPU, data of at most this many values (rows x (dim x + dim z)) trains in this
+            process instead of on Ray Train (0: never). A resumed run keeps the path that trained it.
     """
 
     data: io.DataSpec
@@ -52,10 +55,16 @@ class EstimateJob:
     ray: RayOptions | None = None
     threads: int = 1
     progress: bool = True
+    in_process_max_values: int = 0
+    size_rule: str | None = None  # set when the size rule chose the in-process path (in the record)
 
     @property
     def workers(self) -> int:
         return self.ray.workers if self.ray else 0
+
+    def _size_rule_applies(self) -> bool:
+        return bool(self.in_process_max_values and self.ray is not None and self.ray.workers == 1
+                    and not self.ray.gpu)
 
     def run(self) -> EstimateResult:
         """Run the estimate and write its record.
@@ -81,10 +90,22 @@ class EstimateJob:
             raise FileNotFoundError(f"--resume {run_id}: no checkpoints in {storage.describe(run_dir)}")
         if self.resume is not None:
             in_process = storage.exists(storage.join(ckpt_dir, rundir.IN_PROCESS_CHECKPOINTS))
+            if in_process and self._size_rule_applies():
+                log(f"run {run_id} was trained in-process (the size rule): resuming it in this process")
+                return replace(self, ray=None, in_process_max_values=0,
+                               size_rule="resumed in this process: the run was trained in-process").run()
             if in_process != (self.ray is None):
                 raise ValueError(f"--resume {run_id}: the run was trained {'in-process' if in_process else 'on Ray Train'}; "
                                  f"resume it the same way ({'--workers 0' if in_process else '--workers >= 1'})")
         info = self.data.inspect()
+        if self.resume is None and self._size_rule_applies():
+            rows = info.rows if self.data.max_rows is None else min(info.rows, self.data.max_rows)
+            values = rows * (info.x.dim + info.z.dim)
+            if values <= self.in_process_max_values:
+                why = (f"{values:,} values <= {self.in_process_max_values:,} (--workers auto): trained in this "
+                       f"process, not as a 1-worker Ray Train run")
+                log(why.replace("trained", "training"))
+                return replace(self, ray=None, in_process_max_values=0, run_id=run_id, size_rule=why).run()
         cfg = self.config.resolved(info.z.kind == "categorical", f"z {list(info.z.columns)} is {info.z.kind}",
                                    dims=(info.x.dim, info.z.dim))
         if self.resume is not None:
@@ -126,6 +147,8 @@ class EstimateJob:
             ckpts = None if cfg.replicates > 1 else rundir.InProcessCheckpoints(
                 storage.join(run_dir, "checkpoints", rundir.IN_PROCESS_CHECKPOINTS))
             est, facts = fit_in_process(info, self.data, cfg, self.threads, self.progress, ckpts)
+            if self.size_rule:
+                facts["size_rule"] = self.size_rule
         else:
             from mine_dist.distributed.train import fit_on_ray, fit_replicates_on_ray  # Ray only on this path
 
@@ -148,14 +171,18 @@ def fit_in_process(info, data: io.DataSpec, cfg: EstimatorConfig, threads: int =
     from mine_dist import leaks
     from mine_dist.estimator import MINE
 
+    from mine_dist.distributed.runtime import mark  # a no-op unless benchmarks/ray_overhead.py asks
+
     torch.set_num_threads(max(1, threads))
     x, z, keys, dropped = io.read_arrays(info, data.max_rows, data.drop_nonfinite)
     if dropped:
         log(f"dropped {dropped} row(s) with NaN/Inf")
     found = leaks.check(x, z, info.x, info.z, data.allow_identical)
+    mark("first_batch")  # in-process: the interval to train_done is normalizing, training and test scoring
     est = MINE(cfg).estimate(x, z, row_keys=keys, passthrough_x=io.passthrough_mask(info.x),
                              passthrough_z=io.passthrough_mask(info.z), progress=progress,
                              checkpoints=checkpoints)
+    mark("train_done")
     facts = {"dropped_nonfinite": dropped, "data_warnings": found}
     if checkpoints is not None:
         facts.update(checkpoints=storage.describe(checkpoints.root), restored_from_checkpoint=checkpoints.restored)
