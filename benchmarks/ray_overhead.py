@@ -154,13 +154,16 @@ def phase_times(marks: list[dict], t_submit: float, t_result: float) -> dict[str
     if "fit_start" in at:  # absent when the size rule trained in the driver (--workers auto)
         at["worker_spawned"] = max(at.get("worker_process_start", at["fit_start"]), at["fit_start"])
     out = {label: at[b] - at[a] for label, a, b in PHASES if a in at and b in at}
+    # Time between marks that did not both occur (the in-process path has no Train marks).
+    out["other (between marks not written on this path)"] = (t_result - t_submit) - sum(out.values())
     out["total (submit -> result)"] = t_result - t_submit
     out["fixed overhead (total - training)"] = out["total (submit -> result)"] - out.get(PHASES[11][0], 0.0)
     return out
 
 
 def table(rows: list[dict[str, float]], title: str) -> str:
-    labels = [label for label, *_ in PHASES] + ["total (submit -> result)", "fixed overhead (total - training)"]
+    labels = [label for label, *_ in PHASES] + ["other (between marks not written on this path)",
+                                                 "total (submit -> result)", "fixed overhead (total - training)"]
     head_ = f"| phase | " + " | ".join(f"run {i + 1} (s)" for i in range(len(rows))) + " | median (s) |"
     lines = [f"#### {title}", "", head_, "|---|" + "---:|" * (len(rows) + 1)]
     for label in labels:
@@ -214,7 +217,8 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=400)
     p.add_argument("--repeats", type=int, default=2)
     p.add_argument("--workers", default="1", help="--workers of the estimate: N Ray Train workers, or auto (the "
-                   "size rule: this small estimate then trains in the job's driver)")
+                   "size rule: this small estimate then trains in the job's driver); a comma list runs each, "
+                   "alternating, one table each")
     p.add_argument("--num-cpus", type=float, default=2, help="logical CPUs of the head")
     p.add_argument("--audit", type=int, default=0, help="also an audit of N checks (0: none)")
     p.add_argument("--audit-modes", default="train,auto", help="comma list of train (a Ray Train run per check), "
@@ -231,7 +235,8 @@ def main() -> None:
     fresh, warm = in_process(data, out, a.steps)
     print(f"in-process {a.steps} steps: fresh `mine-dist estimate --workers 0` {fresh:.2f} s, "
           f"EstimateJob.run() in a warm process {warm:.2f} s", file=sys.stderr)
-    rows, audits, floors = [], [], {}
+    modes = a.workers.split(",")
+    rows, audits, floors = {m: [] for m in modes}, [], {}
     try:
         with head(a.num_cpus, tmp) as (url, _gcs, env):
             for what, code in FLOOR_JOBS if a.floor else []:
@@ -240,11 +245,12 @@ def main() -> None:
                     floors.setdefault(what, []).append(t1 - t0)
                 print(f"floor, {what}: {', '.join(f'{t:.1f}' for t in floors[what])} s", file=sys.stderr)
             for i in range(a.repeats):
-                phase_log = os.path.join(tmp, f"phases-{i}.jsonl")
-                t0, t1, _ = submit(url, env, phase_log, ["pipelines/estimate.py", *estimate_args(
-                    data, out, f"ray-{i}", a.steps, a.workers)])
-                rows.append(phase_times(read_marks(phase_log), t0, t1))
-                print(f"run {i + 1}: {t1 - t0:.1f} s submit -> result", file=sys.stderr)
+                for m in modes:
+                    phase_log = os.path.join(tmp, f"phases-{m}-{i}.jsonl")
+                    t0, t1, _ = submit(url, env, phase_log, ["pipelines/estimate.py", *estimate_args(
+                        data, out, f"ray-{m}-{i}", a.steps, m)])
+                    rows[m].append(phase_times(read_marks(phase_log), t0, t1))
+                    print(f"--workers {m}, run {i + 1}: {t1 - t0:.1f} s submit -> result", file=sys.stderr)
             for mode in a.audit_modes.split(",") if a.audit else []:
                 spec = os.path.join(tmp, f"audit-{mode}.yaml")
                 audit_spec(spec, data, a.audit, a.steps)
@@ -260,9 +266,11 @@ def main() -> None:
             shutil.rmtree(tmp, ignore_errors=True)
         else:
             print(f"kept {tmp}", file=sys.stderr)
-    print(f"# {a.steps}-step estimate, {a.rows} rows x dim {a.dim}, --workers {a.workers}, head with "
+    print(f"# {a.steps}-step estimate, {a.rows} rows x dim {a.dim}, head with "
           f"{a.num_cpus:g} CPUs on {os.cpu_count()} cores; load average {load0[0]:.1f} before, {load1[0]:.1f} after\n")
-    print(table(rows, f"submit -> result of `ray job submit -- python pipelines/estimate.py --steps {a.steps}`"))
+    for m in modes:
+        print(table(rows[m], f"submit -> result of `ray job submit -- python pipelines/estimate.py --steps {a.steps} "
+                             f"--workers {m}`") + "\n")
     print(f"\nin-process reference: fresh `mine-dist estimate --workers 0` process {fresh:.2f} s; "
           f"`EstimateJob.run()` in a warm process {warm:.2f} s")
     if floors:
