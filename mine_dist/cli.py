@@ -33,7 +33,7 @@ _EST_FLAGS = {
     "device": str, "replicates": int,
 }
 _CRITIC_FLAGS = {"critic": ("kind", str), "width": ("width", int), "depth": ("depth", int),
-                 "activation": ("activation", str), "embed_dim": ("embed_dim", int)}
+                 "activation": ("activation", str), "embed_dim": ("embed_dim", int), "cca": ("cca", bool)}
 
 
 def add_estimate_args(p: argparse.ArgumentParser) -> None:
@@ -82,6 +82,9 @@ def add_estimate_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--depth", type=int, help=f"hidden layers (default {c.depth})")
     g.add_argument("--activation", choices=list(critics.ACTIVATIONS), help=f"default {c.activation}")
     g.add_argument("--embed-dim", type=int, help=f"separable critic embedding size (default {c.embed_dim})")
+    g.add_argument("--no-cca", dest="cca", action="store_const", const=False, default=None,
+                   help="joint critic: read x, z as given, without the train rows' CCA basis and the Gaussian "
+                        "path started from it (default: on; see mine_dist/cca.py)")
     g = p.add_argument_group("execution and output")
     g.add_argument("--workers", type=_workers, default=0,
                    help="0: train in this process (no Ray); N: Ray Train with N workers; auto: 1 Ray Train worker, "

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, replace
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -47,6 +48,14 @@ class CriticConfig:
             on ``v = concat(x, z)`` with A, B of ``min(quadratic, dim v)`` rows (0: MLP only). The
             optimal critic of a Gaussian pair (and of a Gaussian copula after rank-gauss) is a
             quadratic form in v, which ReLU MLPs approximate poorly at high MI.
+        cca: joint critics only. The critic reads x and z in their train rows' canonical
+            correlation basis (a fixed invertible linear map, :mod:`mine_dist.cca`: I(X;Z) is
+            unchanged) and adds a diagonal quadratic path ``sum_i a_i x'_i z'_i + b_i x'_i^2 +
+            c_i z'_i^2`` on the canonical pairs that clear the noise edge, started at the Gaussian
+            critic of the train correlations. On the ground-truth suite this took the mean absolute
+            error from 0.31 to about 0.11 nats (gauss-50x50, high MI, the 256-d embedding; tables
+            in docs/benchmarks.md). The basis is set from data by the estimator; a critic built
+            without it (``build_critic`` alone) starts from the identity and a zero path.
     """
 
     kind: str = "joint"
@@ -55,6 +64,7 @@ class CriticConfig:
     activation: str = "relu"
     embed_dim: int = 32
     quadratic: int = 0
+    cca: bool = True
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -65,6 +75,8 @@ class CriticConfig:
                 continue
             if not isinstance(v, int) or isinstance(v, bool) or v < 1:
                 raise ValueError(f"critic {name} must be an int >= 1; got {v!r}")
+        if not isinstance(self.cca, bool):
+            raise ValueError(f"critic cca must be true or false; got {self.cca!r}")
         if not isinstance(self.quadratic, int) or isinstance(self.quadratic, bool) or self.quadratic < 0:
             raise ValueError(f"critic quadratic must be an int >= 0 (a rank; 0 turns it off); got {self.quadratic!r}")
         if self.activation not in ACTIVATIONS:
@@ -108,20 +120,90 @@ class Quadratic(nn.Module):
         return h[..., : self.r].sum(-1) - h[..., self.r:].sum(-1)
 
 
+class CCABasis(nn.Module):
+    """The fixed maps ``x' = (x - mx) ax^T``, ``z' = (z - mz) az^T`` (buffers: saved in checkpoints,
+    not trained); the identity until :meth:`JointCritic.set_basis`. Computed in the inputs' precision
+    even under autocast (a bf16 rotation would round every input to 3 digits)."""
+
+    def __init__(self, dx: int, dz: int):
+        super().__init__()
+        self.register_buffer("ax", torch.eye(dx))
+        self.register_buffer("mx", torch.zeros(dx))
+        self.register_buffer("az", torch.eye(dz))
+        self.register_buffer("mz", torch.zeros(dz))
+
+    def forward(self, x: torch.Tensor, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            return (x - self.mx) @ self.ax.T, (z - self.mz) @ self.az.T
+
+
+class DiagQuadratic(nn.Module):
+    """``q(x', z') = sum_i a_i x'_i z'_i + sum_j b_j x'_j^2 + sum_j c_j z'_j^2`` over the kept pairs
+    (``keep`` buffers; i < min(dx, dz)): the optimal critic of a Gaussian pair in its CCA basis, up
+    to a constant. Zero (and every pair kept) until :meth:`start`."""
+
+    def __init__(self, dx: int, dz: int):
+        super().__init__()
+        self.dx, self.k = dx, min(dx, dz)
+        self.a = nn.Parameter(torch.zeros(self.k))
+        self.b = nn.Parameter(torch.zeros(dx))
+        self.c = nn.Parameter(torch.zeros(dz))
+        self.register_buffer("keep_x", torch.ones(dx))
+        self.register_buffer("keep_z", torch.ones(dz))
+
+    @torch.no_grad()
+    def start(self, rho, pairs: int) -> None:
+        """Keep the first ``pairs`` canonical pairs (their squares too; the rest are off) and start
+        at the Gaussian critic of correlations ``rho``: a = r/(1-r^2), b = c = -r^2/(2(1-r^2))."""
+        r = torch.as_tensor(np.asarray(rho), dtype=self.a.dtype).clamp(0.0, 0.999)[: self.k]
+        self.a.copy_(r / (1 - r ** 2))
+        self.b.zero_()[: self.k].copy_(-r ** 2 / (2 * (1 - r ** 2)))
+        self.c.zero_()[: self.k].copy_(-r ** 2 / (2 * (1 - r ** 2)))
+        self.keep_x.zero_()[:pairs] = 1.0
+        self.keep_z.zero_()[:pairs] = 1.0
+
+    def forward(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            return ((x[..., : self.k] * z[..., : self.k]) @ (self.a * self.keep_x[: self.k])
+                    + x.square() @ (self.b * self.keep_x) + z.square() @ (self.c * self.keep_z))
+
+
 class JointCritic(nn.Module):
-    """T(x, z) = MLP(concat(x, z)) [+ a quadratic form of concat(x, z)]."""
+    """T(x, z) = MLP(concat(x', z')) [+ the diagonal Gaussian path (x', z')] [+ a quadratic form of
+    concat(x', z')], with (x', z') = (x, z) in the CCA basis when ``cfg.cca`` (else x, z)."""
 
     def __init__(self, dx: int, dz: int, cfg: CriticConfig):
         super().__init__()
+        self.dx = dx
         self.net = mlp(dx + dz, 1, cfg)
         self.quad = Quadratic(dx + dz, cfg.quadratic) if cfg.quadratic else None
+        self.basis = CCABasis(dx, dz) if cfg.cca else None
+        self.diag = DiagQuadratic(dx, dz) if cfg.cca else None
+
+    @torch.no_grad()
+    def set_basis(self, basis) -> None:
+        """Read inputs in ``basis`` (a :class:`mine_dist.cca.Basis` fit on train rows) and start the
+        diagonal path at its Gaussian critic."""
+        if self.basis is None:
+            raise ValueError("this critic was built with cca: false")
+        dev = self.basis.ax.device
+        for name in ("ax", "mx", "az", "mz"):
+            getattr(self.basis, name).copy_(torch.as_tensor(np.asarray(getattr(basis, name)), device=dev))
+        self.diag.start(basis.rho, basis.pairs)
 
     def _score(self, v: torch.Tensor) -> torch.Tensor:
         t = self.net(v).squeeze(-1)
+        if self.diag is not None:
+            q = self.diag(v[..., : self.dx], v[..., self.dx:])  # in the inputs' precision, not autocast's
+            t = t.to(q.dtype) + q
         return t if self.quad is None else t + self.quad(v)
+
+    def _in(self, x: torch.Tensor, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return (x, z) if self.basis is None else self.basis(x, z)
 
     def pairs(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         """(n,) scores T(x_i, z_i) for row-aligned (n, dx) and (n, dz) inputs."""
+        x, z = self._in(x, z)
         return self._score(torch.cat([x, z], dim=1))
 
     def forward(
@@ -142,6 +224,7 @@ class JointCritic(nn.Module):
             matrix: evaluate all B*B pairs (InfoNCE); marginals are then the off-diagonal.
         """
         b = x.shape[0]
+        x, z = self._in(x, z)
         if matrix:
             xx = x.unsqueeze(1).expand(b, b, x.shape[1])
             zz = z.unsqueeze(0).expand(b, b, z.shape[1])

@@ -28,7 +28,7 @@ import torch
 
 from mine_dist import bounds as B
 from mine_dist import ema as E
-from mine_dist import normalize, split
+from mine_dist import cca, normalize, split
 from mine_dist.critics import CriticConfig, build_critic
 from mine_dist.sync import LOCAL, Collective
 
@@ -778,9 +778,12 @@ class MINE:
         nx = normalize.fit(cfg.normalize, x[tr], "x", passthrough_x)
         nz = normalize.fit(cfg.normalize, z[tr], "z", passthrough_z)
         dev = cfg.resolved_device()
-        X = torch.from_numpy(nx.apply(x)).to(dev)
-        Z = torch.from_numpy(nz.apply(z)).to(dev)
-        trainer = Trainer(cfg, X.shape[1], Z.shape[1], dev)
+        xn, zn = nx.apply(x), nz.apply(z)
+        basis = fit_basis(cfg, xn, zn, tr)
+        X = torch.from_numpy(xn).to(dev)
+        Z = torch.from_numpy(zn).to(dev)
+        del xn, zn
+        trainer = Trainer(cfg, X.shape[1], Z.shape[1], dev, basis=basis)
         state = checkpoints.load() if checkpoints is not None else None
         if state is not None:
             trainer.load_state_dict(state)
@@ -826,6 +829,18 @@ class MINE:
             best_step=trainer.best_step, stopped_early=trainer.stopped_early, wall=wall,
             curves=trainer.curves, normalization={"x": nx.to_dict(), "z": nz.to_dict()}, bootstrap_seed=score_seed + 13,
         )
+
+
+def fit_basis(cfg: EstimatorConfig, x: np.ndarray, z: np.ndarray, rows: np.ndarray | None = None):
+    """The CCA basis (:mod:`mine_dist.cca`) of normalized train rows (``rows`` of ``x``, ``z``;
+    None: all; a seeded sample of at most ``cca.FIT_MAX_ROWS``) for a joint critic with ``cca``
+    on, else None."""
+    if cfg.critic.kind != "joint" or not cfg.critic.cca:
+        return None
+    rows = np.arange(x.shape[0]) if rows is None else np.asarray(rows)
+    pick = cca.fit_rows(rows.size, cfg.seed)
+    rows = rows if pick is None else rows[pick]
+    return cca.fit(x[rows], z[rows])
 
 
 def sample_ceiling(tm: np.ndarray) -> float:
@@ -1038,12 +1053,14 @@ class Trainer:
     """
 
     def __init__(self, cfg: EstimatorConfig, dx: int, dz: int, device: torch.device,
-                 collective: Collective = LOCAL, rank: int = 0, wrap=None):
+                 collective: Collective = LOCAL, rank: int = 0, wrap=None, basis=None):
         cfg = cfg.resolved(False) if cfg.bound == B.AUTO else cfg  # no data here: auto is mine
         cfg = replace(cfg, critic=cfg.critic.sized(dx, dz))
         self.cfg = cfg
         torch.manual_seed(cfg.seed)  # identical initial parameters on every rank
         critic = build_critic(dx, dz, cfg.critic).to(device)
+        if basis is not None and getattr(critic, "basis", None) is not None:
+            critic.set_basis(basis)  # the train rows' CCA basis (mine_dist.cca), the same on every rank
         self.module = critic
         self.critic = wrap(critic) if wrap is not None else critic
         self.optimizer = torch.optim.Adam(self.critic.parameters(), lr=cfg.lr)

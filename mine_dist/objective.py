@@ -58,7 +58,8 @@ class ObjectiveConfig:
 
     Attributes:
         bound: ``mine`` (Donsker-Varadhan with the EMA-corrected gradient) or ``mine-f`` (NWJ).
-        critic: the critic architecture (:class:`~mine_dist.critics.CriticConfig`).
+        critic: the critic architecture (:class:`~mine_dist.critics.CriticConfig`; ``cca`` off: the
+            inputs change as the model trains, so no basis fit once on data applies).
         lr: the critic's Adam learning rate.
         ema_rate: weight of each new batch in the moving average of E[e^T] (paper: 0.01).
         seed: seeds the negative pairs (a random cyclic shift of z within the batch). Under DDP pass
@@ -69,7 +70,7 @@ class ObjectiveConfig:
     """
 
     bound: str = "mine"
-    critic: CriticConfig = field(default_factory=lambda: CriticConfig(width=128, depth=2))
+    critic: CriticConfig = field(default_factory=lambda: CriticConfig(width=128, depth=2, cca=False))
     lr: float = 1e-4
     ema_rate: float = 0.01
     seed: int = 0

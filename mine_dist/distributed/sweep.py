@@ -19,6 +19,7 @@ can certify, is not selectable (status says so): its value reflects unsampled ta
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import sys
@@ -30,7 +31,7 @@ from mine_dist import rundir, storage
 from mine_dist.distributed.options import RayOptions
 from mine_dist.distributed.train import (CHECKPOINT_FILE, auto_cpus_per_worker, estimate_on_test, prepare_inputs,
                                          worker_loop)
-from mine_dist.estimator import EstimatorConfig, MIEstimate
+from mine_dist.estimator import EstimatorConfig, MIEstimate, fit_basis
 from mine_dist.io import DataSpec
 
 
@@ -61,6 +62,10 @@ def run_sweep(configs: list[EstimatorConfig], info, data: DataSpec, opts: RayOpt
     # One scan, normalization and train dataset for every trial (normalize is not swept), so trials
     # differ only in the estimator; materialized once, every trial iterates the same blocks.
     prep = prepare_inputs(info, data, base, opts, batch_size=batch_max, log=log)
+    joint = next((c for c in configs if c.critic.kind == "joint" and c.critic.cca), None)
+    if prep.basis is None and joint is not None:  # the base config's critic is not joint; a trial's is
+        prep = dataclasses.replace(prep, basis=fit_basis(joint, prep.nx.apply(prep.scan.sample_x),
+                                                         prep.nz.apply(prep.scan.sample_z)))
     sc, val_x, val_z, train_ds = prep.scan, prep.val_x, prep.val_z, prep.train_ds
     fs, path = storage.resolve(sweep_dir)
     use_gpu = opts.gpu
@@ -72,7 +77,7 @@ def run_sweep(configs: list[EstimatorConfig], info, data: DataSpec, opts: RayOpt
     cfg_dicts = [c.to_dict() for c in configs]
     common = {"dx": info.x.dim, "dz": info.z.dim, "val_x": val_x, "val_z": val_z, "use_gpu": use_gpu,
               "progress": False, "log_level": log_level(),
-              "shuffle_buffer": max(4 * batch_max, 16384)}
+              "shuffle_buffer": max(4 * batch_max, 16384), **prep.basis_conf()}
     steps = max(c.steps for c in configs)
     eval_every = min(c.eval_every for c in configs)
 

@@ -24,10 +24,11 @@ import numpy as np
 import torch
 
 from mine_dist import leaks, split, storage
+from mine_dist.cca import Basis
 from mine_dist.distributed.data import Scan
 from mine_dist.distributed.options import RayOptions
 from mine_dist.estimator import (EstimatorConfig, MIEstimate, Trainer, bound_from_scores, check_value,
-                                 finish_estimate, sample_ceiling, score_rows)
+                                 finish_estimate, fit_basis, sample_ceiling, score_rows)
 from mine_dist.io import DataSpec
 from mine_dist.normalize import Normalizer
 
@@ -57,8 +58,10 @@ def worker_loop(conf: dict) -> dict:
         phase("worker_entered")
     device = ray.train.torch.get_device() if conf["use_gpu"] else torch.device("cpu")
     collective = collective_for_current_process(device)
+    basis = conf.get("basis")
     trainer = Trainer(cfg, conf["dx"], conf["dz"], device, collective, rank,
-                      wrap=prepare_model if world > 1 else None)
+                      wrap=prepare_model if world > 1 else None,
+                      basis=None if basis is None else Basis.from_dict(basis))
     ckpt = ray.train.get_checkpoint()
     restored = 0  # times this run's training state was restored: worker-group restarts and --resume
     if ckpt is not None:
@@ -168,6 +171,11 @@ class Prepared:
     materialized: bool
     train_ds: object  # the Ray Dataset of normalized train rows
     warnings: tuple[str, ...]  # leaks and degenerate columns found on the scan sample
+    basis: Basis | None = None  # the joint critic's CCA basis, fit on the normalized train sample
+
+    def basis_conf(self) -> dict:
+        """The worker config's ``basis`` entry (None without one)."""
+        return {"basis": None if self.basis is None else self.basis.to_dict()}
 
 
 def prepare_inputs(info, data: DataSpec, cfg: EstimatorConfig, opts: RayOptions, batch_size: int | None = None,
@@ -214,8 +222,9 @@ def prepare_inputs(info, data: DataSpec, cfg: EstimatorConfig, opts: RayOptions,
                              shuffle_units=True, seed=cfg.seed, max_rows=data.max_rows,
                              global_shuffle=shuffle == "global", materialize=cache, in_driver=in_driver,
                              split_seed=cfg.split_seed)
+    basis = fit_basis(cfg, nx.apply(sc.sample_x), nz.apply(sc.sample_z))
     mark("dataset_built")
-    return Prepared(sc, nx, nz, nx.apply(sc.val_x), nz.apply(sc.val_z), shuffle, cache, train_ds, tuple(found))
+    return Prepared(sc, nx, nz, nx.apply(sc.val_x), nz.apply(sc.val_z), shuffle, cache, train_ds, tuple(found), basis)
 
 
 def fit_on_ray(info, data: DataSpec, cfg: EstimatorConfig, opts: RayOptions, run_dir: str,
@@ -243,7 +252,7 @@ def fit_on_ray(info, data: DataSpec, cfg: EstimatorConfig, opts: RayOptions, run
     conf = {"config": cfg.to_dict(), "dx": info.x.dim, "dz": info.z.dim, "val_x": prep.val_x, "val_z": prep.val_z,
             "use_gpu": opts.gpu, "shuffle_buffer": max(4 * cfg.batch_size, 16384),
             "progress": opts.progress, "log_level": log_level(), "label": run_label(run_dir),
-            "run_dir": run_dir, "invocation": secrets.token_hex(6)}
+            "run_dir": run_dir, "invocation": secrets.token_hex(6), **prep.basis_conf()}
     trainer = TorchTrainer(
         worker_loop,
         train_loop_config=conf,
