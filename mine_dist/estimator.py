@@ -843,6 +843,14 @@ def fit_basis(cfg: EstimatorConfig, x: np.ndarray, z: np.ndarray, rows: np.ndarr
     return cca.fit(x[rows], z[rows])
 
 
+def _reported(v: float, ceiling: float | None) -> float:
+    """A reported value: clipped at 0 (MI >= 0) and at the sample ceiling log(test rows) (no
+    held-out value above it is certifiable; a DV readout there overshoots when the marginal pairs
+    miss the tail of e^T, so clipping only moves it toward any truth). ``bound_*`` keep the raw."""
+    v = max(v, 0.0)
+    return v if ceiling is None else min(v, ceiling)
+
+
 def sample_ceiling(tm: np.ndarray) -> float:
     """log of the number of held-out rows scored in ``tm``: McAllester & Stratos (AISTATS 2020)
     show that no high-confidence lower bound on MI from N samples exceeds about log N, and N is
@@ -876,8 +884,8 @@ def readout_warnings(cfg: EstimatorConfig, raw: float, n_test: int, ess: float |
     ceiling = math.log(max(n_test, 1))
     if not B.spec(cfg.bound).capped and raw > ceiling:
         notes.append(f"the estimate {raw:.2f} nats exceeds log(test rows) = {ceiling:.2f} nats, the most {n_test} "
-                     f"held-out rows can certify (McAllester & Stratos 2020): it is not reliable; use more test rows "
-                     f"(--max-test-rows)")
+                     f"held-out rows can certify (McAllester & Stratos 2020): it is not reliable and is reported as "
+                     f"{ceiling:.2f} (bound_nats keeps {raw:.2f}); use more test rows (--max-test-rows)")
     if not readout_reliable(raw, ess):
         why = f"< {MIN_ESS:.0f}" if ess < MIN_ESS else f"and the value {raw:.2f} exceeds log(ESS) = {math.log(ess):.2f}"
         notes.append(f"readout unreliable: the effective sample size of the e^T weights over the {pairs} held-out "
@@ -923,7 +931,8 @@ def finish_estimate(cfg: EstimatorConfig, tj, tm, *, n_train, n_val, steps, best
 
     The value is a lower bound on I(X;Z) evaluated on held-out rows. MI is non-negative, so
     ``max(0, bound)`` is still one: ``mi_nats``, ``ci95_nats`` and ``lower95_nats`` are clipped at
-    0, and the raw test bound and its limits are kept beside them (``bound_nats``,
+    0, and for uncapped bounds also at ``ceiling_nats`` = log(test rows), the most those rows can
+    certify; the raw test bound and its limits are kept beside them (``bound_nats``,
     ``bound_ci95_nats``, ``bound_lower95_nats``). A raw value below 0 means the critic found no
     dependence that generalizes to held-out rows.
     """
@@ -937,12 +946,12 @@ def finish_estimate(cfg: EstimatorConfig, tj, tm, *, n_train, n_val, steps, best
                               cfg.seed + 13 if bootstrap_seed is None else bootstrap_seed,
                               batch_size=cfg.batch_size if paired else None, full=full, terms=terms)
     lo, hi, lower = _limits(values)
-    mi, clo, chi, clower = max(raw, 0.0), max(lo, 0.0), max(hi, 0.0), max(lower, 0.0)
     # InfoNCE averages per-row values, each at most log(its candidates): the cap is their mean.
     # BA is at most the plug-in H(Z) of the test labels.
     cap = None if not spec.capped else float(_entropy(tm.sum(0))) if spec.readout == "ba" else \
         float(np.mean(np.log(np.isfinite(tm).sum(1) + 1)))
     ceiling = None if cap is not None else sample_ceiling(tm)
+    mi, clo, chi, clower = (_reported(v, ceiling) for v in (raw, lo, hi, lower))
     ess = marginal_ess(cfg.bound, tm, cfg.smile_tau, terms)
     notes = (readout_warnings(cfg, raw, int(tj.shape[0]), ess, int(np.isfinite(tm).sum()))
              + training_warnings(cfg, curves, steps, best_step, stopped_early))
@@ -1024,7 +1033,7 @@ def combine_replicates(cfg: EstimatorConfig, ests: list[MIEstimate]) -> MIEstima
                      f"nats; between-replicate sd {sd:.3f}): training decides the number more than the test rows "
                      f"do; use more rows, more --steps, or more --replicates")
     first = ests[0]
-    mi, clo, chi, clower = max(m, 0.0), max(lo, 0.0), max(hi, 0.0), max(lower, 0.0)
+    mi, clo, chi, clower = (_reported(v, first.ceiling_nats) for v in (m, lo, hi, lower))
     caps = [e.cap_nats for e in ests if e.cap_nats is not None]
     ess = [e.marginal_ess for e in ests if e.marginal_ess is not None]
     return replace(

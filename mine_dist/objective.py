@@ -36,7 +36,7 @@ References:
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Sequence
 
 import torch
@@ -58,8 +58,8 @@ class ObjectiveConfig:
 
     Attributes:
         bound: ``mine`` (Donsker-Varadhan with the EMA-corrected gradient) or ``mine-f`` (NWJ).
-        critic: the critic architecture (:class:`~mine_dist.critics.CriticConfig`; ``cca`` off: the
-            inputs change as the model trains, so no basis fit once on data applies).
+        critic: the critic architecture (:class:`~mine_dist.critics.CriticConfig`; its ``cca`` is
+            not used here: the inputs change as the model trains, so no basis fit once on data applies).
         lr: the critic's Adam learning rate.
         ema_rate: weight of each new batch in the moving average of E[e^T] (paper: 0.01).
         seed: seeds the negative pairs (a random cyclic shift of z within the batch). Under DDP pass
@@ -70,7 +70,7 @@ class ObjectiveConfig:
     """
 
     bound: str = "mine"
-    critic: CriticConfig = field(default_factory=lambda: CriticConfig(width=128, depth=2, cca=False))
+    critic: CriticConfig = field(default_factory=lambda: CriticConfig(width=128, depth=2))
     lr: float = 1e-4
     ema_rate: float = 0.01
     seed: int = 0
@@ -129,7 +129,7 @@ class MutualInformation(nn.Module):
         super().__init__()
         self.config = config or ObjectiveConfig()
         self.dim_x, self.dim_z = dim_x, dim_z
-        self.critic = build_critic(dim_x, dim_z, self.config.critic)
+        self.critic = build_critic(dim_x, dim_z, replace(self.config.critic, cca=False))
         self.optimizer = torch.optim.Adam(self.critic.parameters(), lr=self.config.lr)
         self.collective = collective
         self.ema = E.EMAState()

@@ -126,12 +126,14 @@ def test_bf16_precision_autocasts_the_training_forward_only():
     cfg = EstimatorConfig(precision="bf16", batch_size=64, critic=CriticConfig(width=32))
     critic = build_critic(3, 2, cfg.critic)
     opt = torch.optim.Adam(critic.parameters(), lr=1e-3)
-    seen = []
-    critic.register_forward_hook(lambda m, i, o: seen.append(o[0].dtype))
+    seen, out_dtype = [], []
+    critic.net.register_forward_hook(lambda m, i, o: seen.append(o.dtype))  # the MLP
+    critic.register_forward_hook(lambda m, i, o: out_dtype.append(o[0].dtype))
     g = torch.Generator().manual_seed(0)
     out = train_step(critic, opt, EMAState(), torch.randn(64, 3, generator=g), torch.randn(64, 2, generator=g), cfg,
                      torch.Generator())
-    assert seen == [torch.bfloat16]  # the critic ran in bfloat16 ...
+    assert seen == [torch.bfloat16]  # the critic's MLP ran in bfloat16 ...
+    assert out_dtype == [torch.float32]  # ... the CCA basis and Gaussian path in float32 (critics.CCABasis)
     assert all(p.dtype == torch.float32 for p in critic.parameters())  # ... its weights and Adam stay float32
     assert isinstance(out.bound, float) and np.isfinite(out.bound)
 
@@ -148,7 +150,11 @@ def test_estimate_above_the_sample_ceiling_is_flagged():
 
     high = est(9.0)
     assert high.ceiling_nats == pytest.approx(np.log(100))  # McAllester-Stratos N: test rows, not pairs (issue 11)
-    assert high.mi_nats > high.ceiling_nats and "exceeds log(test rows) = 4.61 nats" in high.warnings[0]
+    assert high.bound_nats > high.ceiling_nats and "exceeds log(test rows) = 4.61 nats" in high.warnings[0]
+    # What is reported stops at the ceiling (the raw value stays in bound_*), interval and limit too.
+    assert high.mi_nats == high.ceiling_nats and "reported as 4.61" in high.warnings[0]
+    assert high.ci95_nats[1] == high.ceiling_nats and high.lower95_nats <= high.ceiling_nats
+    assert high.bound_ci95_nats[1] > high.ceiling_nats
     low = est(2.0)
     assert low.mi_nats < low.ceiling_nats and low.warnings == []
     assert "not a strict lower bound" in est(2.0, "smile").warnings[0]

@@ -8,7 +8,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from mine_dist import storage
+from mine_dist import rundir, storage
 from mine_dist.cli import main
 
 pytestmark = [pytest.mark.s3, pytest.mark.slow]
@@ -46,7 +46,12 @@ def test_in_process_s3_in_and_out(s3_data, bucket, capsys):
     assert rec == printed
     assert rec["data"]["uri"].startswith("s3://") and rec["data"]["files"] == 3
     assert rec["ground_truth"]["mi_nats"] > 0
-    assert {f.rsplit("/", 1)[-1] for f in _objects(f"{out}/s3a")} == {"estimate.json", "curves.parquet", "curves.png"}
+    objs = _objects(f"{out}/s3a")
+    assert {f.rsplit("/", 1)[-1] for f in objs} == {"estimate.json", "curves.parquet", "curves.png", "state.pt"}
+    # The in-process checkpoints on S3: the newest 2 steps, each a state.pt that loads (weights_only)
+    ckpts = sorted(f for f in objs if f.endswith("state.pt"))
+    assert len(ckpts) == 2 and all("/checkpoints/in-process/step_" in f for f in ckpts)
+    assert rundir.latest_checkpoint_state(f"{out}/s3a/checkpoints")["step"] == rec["steps"]
     text = json.dumps(rec)
     assert "mine-dist-test-secret" not in text and "mine-dist-test-key" not in text
 
