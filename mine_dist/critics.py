@@ -15,6 +15,7 @@ and marginal scores together, so DDP sees a single call per step.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import asdict, dataclass, replace
 
 import numpy as np
@@ -120,6 +121,12 @@ class Quadratic(nn.Module):
         return h[..., : self.r].sum(-1) - h[..., self.r:].sum(-1)
 
 
+def _no_autocast(x: torch.Tensor):
+    """Autocast off for this block when it is on (entering the context costs time every step)."""
+    return torch.autocast(device_type=x.device.type, enabled=False) if torch.is_autocast_enabled(x.device.type) \
+        else contextlib.nullcontext()
+
+
 class CCABasis(nn.Module):
     """The fixed maps ``x' = (x - mx) ax^T``, ``z' = (z - mz) az^T`` (buffers: saved in checkpoints,
     not trained); the identity until :meth:`JointCritic.set_basis`. Computed in the inputs' precision
@@ -133,7 +140,7 @@ class CCABasis(nn.Module):
         self.register_buffer("mz", torch.zeros(dz))
 
     def forward(self, x: torch.Tensor, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        with torch.autocast(device_type=x.device.type, enabled=False):
+        with _no_autocast(x):
             return (x - self.mx) @ self.ax.T, (z - self.mz) @ self.az.T
 
 
@@ -163,9 +170,10 @@ class DiagQuadratic(nn.Module):
         self.keep_z.zero_()[:pairs] = 1.0
 
     def forward(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-        with torch.autocast(device_type=x.device.type, enabled=False):
-            return ((x[..., : self.k] * z[..., : self.k]) @ (self.a * self.keep_x[: self.k])
-                    + x.square() @ (self.b * self.keep_x) + z.square() @ (self.c * self.keep_z))
+        with _no_autocast(x):  # one matrix-vector product over [x'z', x'^2, z'^2]: fewer ops per step
+            feats = torch.cat([x[..., : self.k] * z[..., : self.k], x.square(), z.square()], dim=-1)
+            coef = torch.cat([self.a * self.keep_x[: self.k], self.b * self.keep_x, self.c * self.keep_z])
+            return feats @ coef
 
 
 class JointCritic(nn.Module):
