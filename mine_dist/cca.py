@@ -10,7 +10,10 @@ normalization this is also the optimal critic of any Gaussian copula; the MLP le
 
 Only pairs whose train correlation clears what independent noise would show are used
 (:func:`noise_edge`): with d_x, d_z of several hundred and a few thousand rows, pure noise has
-canonical correlations of 0.2-0.3, and a critic started on them fits the train rows only.
+canonical correlations of 0.2-0.3, and a critic started on them fits the train rows only. And the
+start is scaled down where the validation rows say the Gaussian critic is wrong
+(``Trainer.choose_start``): two embeddings of the same names have train correlations near 1 on
+hundreds of pairs, and the full Gaussian start read -20 nats on held-out rows.
 Everything here is numpy and fit on train rows only; the estimate is read on held-out test rows.
 """
 

@@ -53,8 +53,10 @@ class CriticConfig:
             correlation basis (a fixed invertible linear map, :mod:`mine_dist.cca`: I(X;Z) is
             unchanged) and adds a diagonal quadratic path ``sum_i a_i x'_i z'_i + b_i x'_i^2 +
             c_i z'_i^2`` on the canonical pairs that clear the noise edge, started at the Gaussian
-            critic of the train correlations. On the ground-truth suite this took the mean absolute
-            error from 0.31 to about 0.11 nats (gauss-50x50, high MI, the 256-d embedding; tables
+            critic of the train correlations scaled by the factor (1, 0.5, 0.25, 0.1 or 0) that
+            reads best on the validation rows (``Trainer.choose_start``). Only when x and z are both
+            numeric (no one-hot columns). On the ground-truth suite this took the mean absolute
+            error from 0.31 to about 0.10 nats (gauss-50x50, high MI, the 256-d embedding; tables
             in docs/benchmarks.md). The basis is set from data by the estimator; a critic built
             without it (``build_critic`` alone) starts from the identity and a zero path.
     """

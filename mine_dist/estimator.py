@@ -779,18 +779,20 @@ class MINE:
         nz = normalize.fit(cfg.normalize, z[tr], "z", passthrough_z)
         dev = cfg.resolved_device()
         xn, zn = nx.apply(x), nz.apply(z)
-        basis = fit_basis(cfg, xn, zn, tr)
+        basis = fit_basis(cfg, xn, zn, tr, passthrough_x, passthrough_z)
         X = torch.from_numpy(xn).to(dev)
         Z = torch.from_numpy(zn).to(dev)
         del xn, zn
         trainer = Trainer(cfg, X.shape[1], Z.shape[1], dev, basis=basis)
-        state = checkpoints.load() if checkpoints is not None else None
-        if state is not None:
-            trainer.load_state_dict(state)
         va_eval = va
         if va.size > cfg.max_eval_rows:
             va_eval = np.sort(np.random.default_rng(cfg.seed).choice(va, cfg.max_eval_rows, replace=False))
         Xv, Zv = X[va_eval], Z[va_eval]
+        state = checkpoints.load() if checkpoints is not None else None
+        if state is not None:
+            trainer.load_state_dict(state)
+        else:
+            trainer.choose_start(Xv, Zv)
         t0 = time.perf_counter()
         # A restored run starts a fresh pass over the train rows, in an order of its own step.
         gen = torch.Generator().manual_seed(cfg.seed + 1 + trainer.step_count)
@@ -831,11 +833,16 @@ class MINE:
         )
 
 
-def fit_basis(cfg: EstimatorConfig, x: np.ndarray, z: np.ndarray, rows: np.ndarray | None = None):
+def fit_basis(cfg: EstimatorConfig, x: np.ndarray, z: np.ndarray, rows: np.ndarray | None = None,
+              passthrough_x: np.ndarray | None = None, passthrough_z: np.ndarray | None = None):
     """The CCA basis (:mod:`mine_dist.cca`) of normalized train rows (``rows`` of ``x``, ``z``;
     None: all; a seeded sample of at most ``cca.FIT_MAX_ROWS``) for a joint critic with ``cca``
-    on, else None."""
+    on and numeric columns on both sides, else None. One-hot codes (``passthrough_*``) are not
+    Gaussian-like in any basis: on the names example a DV check of an embedding against a one-hot
+    gender read 0.02-0.06 nats lower with the basis than without."""
     if cfg.critic.kind != "joint" or not cfg.critic.cca:
+        return None
+    if any(m is not None and np.any(m) for m in (passthrough_x, passthrough_z)):
         return None
     rows = np.arange(x.shape[0]) if rows is None else np.asarray(rows)
     pick = cca.fit_rows(rows.size, cfg.seed)
@@ -1054,6 +1061,10 @@ def combine_replicates(cfg: EstimatorConfig, ests: list[MIEstimate]) -> MIEstima
     )
 
 
+# Scales of the train correlations tried for the Gaussian path's start (Trainer.choose_start).
+START_SHRINK = (1.0, 0.5, 0.25, 0.1, 0.0)
+
+
 class Trainer:
     """Critic, optimizer, EMA and early-stopping state, advanced one batch at a time.
 
@@ -1068,7 +1079,8 @@ class Trainer:
         self.cfg = cfg
         torch.manual_seed(cfg.seed)  # identical initial parameters on every rank
         critic = build_critic(dx, dz, cfg.critic).to(device)
-        if basis is not None and getattr(critic, "basis", None) is not None:
+        self.basis = basis if getattr(critic, "basis", None) is not None else None
+        if self.basis is not None:
             critic.set_basis(basis)  # the train rows' CCA basis (mine_dist.cca), the same on every rank
         self.module = critic
         self.critic = wrap(critic) if wrap is not None else critic
@@ -1086,6 +1098,26 @@ class Trainer:
         self.bad_checks = 0
         self.gain_ref = -math.inf  # the last check that counted as an improvement
         self.stopped_early = False
+
+    @torch.no_grad()
+    def choose_start(self, xv: torch.Tensor, zv: torch.Tensor) -> float | None:
+        """With a CCA basis: start the Gaussian path at the train correlations scaled by the factor
+        of :data:`START_SHRINK` whose critic reads best on the validation rows, before any step.
+        The full Gaussian start can be far off where the data is not Gaussian in that basis (two
+        embeddings of the same names: train rho near 1 on hundreds of pairs, -20 nats held out);
+        0 is the path at zero, the MLP alone. The same rows on every rank: the same choice."""
+        if self.basis is None:
+            return None
+        best = None
+        for s in START_SHRINK:
+            self.module.diag.start(self.basis.rho * s, self.basis.pairs)
+            tj, tm = score_rows(self.module, xv, zv, self.cfg, seed=self.cfg.seed + 7, negatives=self.cfg.val_negatives)
+            v = check_value(self.cfg, tj, tm)[0]
+            if math.isfinite(v) and (best is None or v > best[0]):
+                best = (v, s)
+        s = best[1] if best is not None else 0.0
+        self.module.diag.start(self.basis.rho * s, self.basis.pairs)
+        return s
 
     def step(self, x: torch.Tensor, z: torch.Tensor) -> float:
         out = train_step(self.critic, self.optimizer, self.ema, x, z, self.cfg, self.generator, self.collective)

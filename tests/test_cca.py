@@ -122,3 +122,28 @@ def test_no_cca_flag():
     args = ["estimate", "--data", "d"]
     assert config_from_args(build_parser().parse_args(args)).critic.cca is True
     assert config_from_args(build_parser().parse_args([*args, "--no-cca"])).critic.cca is False
+
+
+def test_the_start_is_scaled_down_where_validation_says_the_gaussian_critic_is_wrong():
+    x, z = _pair(8000, [0.95, 0.9, 0.8], seed=8)
+    t = Trainer(EstimatorConfig(critic={"width": 16}), 3, 3, torch.device("cpu"), basis=cca.fit(x[:6000], z[:6000]))
+    xv, zv = torch.from_numpy(x[6000:]).float(), torch.from_numpy(z[6000:]).float()
+    assert t.choose_start(xv, zv) == 1.0  # validation rows of the same pair: the full Gaussian start
+    a_full = t.module.diag.a.clone()
+    rng = np.random.default_rng(9)
+    zi = torch.from_numpy(rng.permutation(z[6000:])).float()  # validation rows where z is independent of x
+    assert t.choose_start(xv, zi) == 0.0 and torch.all(t.module.diag.a == 0)  # the MLP alone
+    assert torch.all(a_full > 1)
+    off = Trainer(EstimatorConfig(critic={"width": 16, "cca": False}), 3, 3, torch.device("cpu"))
+    assert off.choose_start(xv, zv) is None
+
+
+def test_no_basis_when_either_side_has_one_hot_columns():
+    from mine_dist.estimator import fit_basis
+
+    x, z = _pair(2000, [0.8], extra_x=1, extra_z=1, seed=10)
+    cfg = EstimatorConfig()
+    assert fit_basis(cfg, x, z) is not None
+    assert fit_basis(cfg, x, z, None, None, np.array([True, False])) is None
+    assert fit_basis(cfg, x, z, None, np.array([False, True]), None) is None
+    assert fit_basis(EstimatorConfig(critic={"kind": "separable"}), x, z) is None

@@ -27,7 +27,7 @@ import time
 
 import torch
 
-from mine_dist import rundir, storage
+from mine_dist import io, rundir, storage
 from mine_dist.distributed.options import RayOptions
 from mine_dist.distributed.train import (CHECKPOINT_FILE, auto_cpus_per_worker, estimate_on_test, prepare_inputs,
                                          worker_loop)
@@ -65,7 +65,8 @@ def run_sweep(configs: list[EstimatorConfig], info, data: DataSpec, opts: RayOpt
     joint = next((c for c in configs if c.critic.kind == "joint" and c.critic.cca), None)
     if prep.basis is None and joint is not None:  # the base config's critic is not joint; a trial's is
         prep = dataclasses.replace(prep, basis=fit_basis(joint, prep.nx.apply(prep.scan.sample_x),
-                                                         prep.nz.apply(prep.scan.sample_z)))
+                                                         prep.nz.apply(prep.scan.sample_z), None,
+                                                         io.passthrough_mask(info.x), io.passthrough_mask(info.z)))
     sc, val_x, val_z, train_ds = prep.scan, prep.val_x, prep.val_z, prep.train_ds
     fs, path = storage.resolve(sweep_dir)
     use_gpu = opts.gpu

@@ -62,7 +62,11 @@ def worker_loop(conf: dict) -> dict:
     trainer = Trainer(cfg, conf["dx"], conf["dz"], device, collective, rank,
                       wrap=prepare_model if world > 1 else None,
                       basis=None if basis is None else Basis.from_dict(basis))
+    xv = torch.from_numpy(np.array(conf["val_x"])).to(device)  # copy: Ray hands read-only arrays
+    zv = torch.from_numpy(np.array(conf["val_z"])).to(device)
     ckpt = ray.train.get_checkpoint()
+    if ckpt is None:
+        trainer.choose_start(xv, zv)  # every rank: the same validation rows, the same choice
     restored = 0  # times this run's training state was restored: worker-group restarts and --resume
     if ckpt is not None:
         with ckpt.as_directory() as d:
@@ -73,8 +77,6 @@ def worker_loop(conf: dict) -> dict:
         # One file per worker-group start of this invocation: the driver counts restarts from them.
         storage.write_text_atomic(storage.join(conf["run_dir"], "attempts",
                                                f"{conf['invocation']}-{os.getpid()}-{time.time_ns()}"), str(restored))
-    xv = torch.from_numpy(np.array(conf["val_x"])).to(device)  # copy: Ray hands read-only arrays
-    zv = torch.from_numpy(np.array(conf["val_z"])).to(device)
     shard = ray.train.get_dataset_shard("train")
     if rank == 0:
         phase("worker_ready")
@@ -222,7 +224,7 @@ def prepare_inputs(info, data: DataSpec, cfg: EstimatorConfig, opts: RayOptions,
                              shuffle_units=True, seed=cfg.seed, max_rows=data.max_rows,
                              global_shuffle=shuffle == "global", materialize=cache, in_driver=in_driver,
                              split_seed=cfg.split_seed)
-    basis = fit_basis(cfg, nx.apply(sc.sample_x), nz.apply(sc.sample_z))
+    basis = fit_basis(cfg, nx.apply(sc.sample_x), nz.apply(sc.sample_z), None, _mask(info.x), _mask(info.z))
     mark("dataset_built")
     return Prepared(sc, nx, nz, nx.apply(sc.val_x), nz.apply(sc.val_z), shuffle, cache, train_ds, tuple(found), basis)
 

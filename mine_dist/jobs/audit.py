@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from mine_dist import audit, io, rundir, runs, storage, yamlio
 from mine_dist.distributed.options import RayOptions
 from mine_dist.estimator import EstimatorConfig
-from mine_dist.jobs.common import (IN_PROCESS_MAX_VALUES, check_not_in_ray_job_dir, first_line,  # noqa: F401
-                                   in_process_max_values as size_rule_limit, log)
+from mine_dist.jobs.common import (IN_PROCESS_MAX_VALUES, check_not_in_ray_job_dir, data_values,  # noqa: F401
+                                   first_line, in_process_max_values as size_rule_limit, log)
 from mine_dist.jobs.estimate import EstimateJob
 
 
@@ -108,7 +108,7 @@ def _prepare(c: audit.Check, in_process_max_values: int = 0) -> tuple[audit.Chec
     except io.DataError as e:
         raise io.DataError(f"check {c.name!r}: {e}") from None
     h_z = audit.categorical_entropy(info) if info.z.kind == "categorical" else None
-    values = (info.rows if c.max_rows is None else min(info.rows, c.max_rows)) * (info.x.dim + info.z.dim)
+    values = data_values(info, c.max_rows)
     if c.workers == 1 and values <= in_process_max_values:
         log(f"check {c.name}: {values:,} values <= {in_process_max_values:,}: trains in-process, not as a "
             f"1-worker Ray Train run")

@@ -38,6 +38,12 @@ def in_process_max_values() -> int:
     return env_int(IN_PROCESS_ENV, IN_PROCESS_MAX_VALUES)
 
 
+def data_values(info, max_rows: int | None) -> int:
+    """What the size rule counts: rows read (``max_rows`` at most) x (dim x + dim z)."""
+    rows = info.rows if max_rows is None else min(info.rows, max_rows)
+    return rows * (info.x.dim + info.z.dim)
+
+
 def log(msg: str) -> None:
     """Progress and notes go to stderr (stdout is kept for the result)."""
     print(msg, file=sys.stderr, flush=True)

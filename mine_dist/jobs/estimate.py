@@ -10,12 +10,12 @@ on the path that trained it.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 from mine_dist import io, rundir, runs, storage
 from mine_dist.distributed.options import RayOptions
 from mine_dist.estimator import EstimatorConfig, MIEstimate
-from mine_dist.jobs.common import (check_device, check_not_in_ray_job_dir, log, run_id_or_new,
+from mine_dist.jobs.common import (check_device, check_not_in_ray_job_dir, data_values, log, run_id_or_new,
                                    write_failure)
 
 
@@ -56,7 +56,6 @@ class EstimateJob:
     threads: int = 1
     progress: bool = True
     in_process_max_values: int = 0
-    size_rule: str | None = None  # set when the size rule chose the in-process path (in the record)
 
     @property
     def workers(self) -> int:
@@ -88,34 +87,33 @@ class EstimateJob:
                                   f"pass --resume {run_id} to continue it, or choose another --run-id")
         if self.resume is not None and not has_ckpt:
             raise FileNotFoundError(f"--resume {run_id}: no checkpoints in {storage.describe(run_dir)}")
+        ray, size_rule = self.ray, None  # the size rule may choose this process instead of Ray Train
         if self.resume is not None:
             in_process = storage.exists(storage.join(ckpt_dir, rundir.IN_PROCESS_CHECKPOINTS))
             if in_process and self._size_rule_applies():
                 log(f"run {run_id} was trained in-process (the size rule): resuming it in this process")
-                return replace(self, ray=None, in_process_max_values=0,
-                               size_rule="resumed in this process: the run was trained in-process").run()
-            if in_process != (self.ray is None):
+                ray, size_rule = None, "resumed in this process: the run was trained in-process"
+            if in_process != (ray is None):
                 raise ValueError(f"--resume {run_id}: the run was trained {'in-process' if in_process else 'on Ray Train'}; "
                                  f"resume it the same way ({'--workers 0' if in_process else '--workers >= 1'})")
         info = self.data.inspect()
         if self.resume is None and self._size_rule_applies():
-            rows = info.rows if self.data.max_rows is None else min(info.rows, self.data.max_rows)
-            values = rows * (info.x.dim + info.z.dim)
+            values = data_values(info, self.data.max_rows)
             if values <= self.in_process_max_values:
-                why = (f"{values:,} values <= {self.in_process_max_values:,} (--workers auto): trained in this "
-                       f"process, not as a 1-worker Ray Train run")
-                log(why.replace("trained", "training"))
-                return replace(self, ray=None, in_process_max_values=0, run_id=run_id, size_rule=why).run()
+                size_rule = (f"{values:,} values <= {self.in_process_max_values:,} (--workers auto): trained in "
+                             f"this process, not as a 1-worker Ray Train run")
+                log(size_rule.replace("trained", "training"))
+                ray = None
         cfg = self.config.resolved(info.z.kind == "categorical", f"z {list(info.z.columns)} is {info.z.kind}",
                                    dims=(info.x.dim, info.z.dim))
         if self.resume is not None:
             # What the Ray workers trained with (--gpu runs them on cuda).
-            ran = {**cfg.to_dict(), **({"device": "cuda"} if self.ray and self.ray.gpu else {})}
+            ran = {**cfg.to_dict(), **({"device": "cuda"} if ray and ray.gpu else {})}
             rundir.check_resume(run_dir, ran, self.data.request())
         claim = rundir.claim(self.output, run_id, what, request=self.data.request())
         started, t0 = runs.now_iso(), time.perf_counter()
         try:
-            est, record = self._estimate_and_write(info, cfg, run_id, run_dir, started, t0)
+            est, record = self._estimate_and_write(info, cfg, run_id, run_dir, started, t0, ray, size_rule)
         except (ValueError, TypeError, storage.StorageError, FileNotFoundError):
             # Bad input or configuration: nothing of this run is worth keeping (a resumed run keeps
             # what its first attempt wrote).
@@ -127,7 +125,7 @@ class EstimateJob:
             # Ray Train's own SIGINT handler aborts the run and ends the driver with SystemExit:
             # that is an interruption (exit 130), not a training failure.
             stop = KeyboardInterrupt(f"Ray Train run aborted (SystemExit {e.code})") \
-                if isinstance(e, SystemExit) and self.ray is not None else e
+                if isinstance(e, SystemExit) and ray is not None else e
             if storage.exists(storage.join(run_dir, "checkpoints")):
                 write_failure(run_dir, run_id, stop)
                 log(f"run {run_id} stopped; continue it with --resume {run_id}")
@@ -139,23 +137,23 @@ class EstimateJob:
         return EstimateResult(est, record, run_dir)
 
     def _estimate_and_write(self, info, cfg: EstimatorConfig, run_id: str, run_dir: str, started: str,
-                            t0: float) -> tuple[MIEstimate, dict]:
+                            t0: float, ray: RayOptions | None, size_rule: str | None) -> tuple[MIEstimate, dict]:
         log(f"data: {info.rows} rows in {len(info.files)} file(s); x = {info.x.kind} {list(info.x.columns)} "
             f"(dim {info.x.dim}), z = {info.z.kind} {list(info.z.columns)} (dim {info.z.dim})")
         truth = runs.read_ground_truth(self.data.uri)
-        if self.ray is None:
+        if ray is None:
             ckpts = None if cfg.replicates > 1 else rundir.InProcessCheckpoints(
                 storage.join(run_dir, "checkpoints", rundir.IN_PROCESS_CHECKPOINTS))
             est, facts = fit_in_process(info, self.data, cfg, self.threads, self.progress, ckpts)
-            if self.size_rule:
-                facts["size_rule"] = self.size_rule
+            if size_rule:
+                facts["size_rule"] = size_rule
         else:
             from mine_dist.distributed.train import fit_on_ray, fit_replicates_on_ray  # Ray only on this path
 
             fit = fit_replicates_on_ray if cfg.replicates > 1 else fit_on_ray
-            est, facts = fit(info, self.data, cfg, self.ray, run_dir, log=log)
+            est, facts = fit(info, self.data, cfg, ray, run_dir, log=log)
         result = result_fields(est, facts)
-        record = runs.build_record(run_id, result, self.workers, info, truth, started, t0, run_dir)
+        record = runs.build_record(run_id, result, ray.workers if ray else 0, info, truth, started, t0, run_dir)
         runs.write_run(run_dir, record, result["curves"], truth)
         storage.delete_tree(storage.join(run_dir, "failure.json"))  # an earlier attempt's, now resumed to the end
         return est, record
