@@ -31,7 +31,7 @@ from mine_dist import io, rundir, storage
 from mine_dist.distributed.options import RayOptions
 from mine_dist.distributed.train import (CHECKPOINT_FILE, auto_cpus_per_worker, estimate_on_test, prepare_inputs,
                                          worker_loop)
-from mine_dist.estimator import EstimatorConfig, MIEstimate, fit_basis
+from mine_dist.estimator import EstimatorConfig, MIEstimate, fit_basis, wants_basis
 from mine_dist.io import DataSpec
 
 
@@ -62,11 +62,11 @@ def run_sweep(configs: list[EstimatorConfig], info, data: DataSpec, opts: RayOpt
     # One scan, normalization and train dataset for every trial (normalize is not swept), so trials
     # differ only in the estimator; materialized once, every trial iterates the same blocks.
     prep = prepare_inputs(info, data, base, opts, batch_size=batch_max, log=log)
-    joint = next((c for c in configs if c.critic.kind == "joint" and c.critic.cca), None)
+    mx, mz = io.passthrough_mask(info.x), io.passthrough_mask(info.z)
+    joint = next((c for c in configs if wants_basis(c, mx, mz)), None)
     if prep.basis is None and joint is not None:  # the base config's critic is not joint; a trial's is
         prep = dataclasses.replace(prep, basis=fit_basis(joint, prep.nx.apply(prep.scan.sample_x),
-                                                         prep.nz.apply(prep.scan.sample_z), None,
-                                                         io.passthrough_mask(info.x), io.passthrough_mask(info.z)))
+                                                         prep.nz.apply(prep.scan.sample_z), None, mx, mz))
     sc, val_x, val_z, train_ds = prep.scan, prep.val_x, prep.val_z, prep.train_ds
     fs, path = storage.resolve(sweep_dir)
     use_gpu = opts.gpu

@@ -28,7 +28,7 @@ from mine_dist.cca import Basis
 from mine_dist.distributed.data import Scan
 from mine_dist.distributed.options import RayOptions
 from mine_dist.estimator import (EstimatorConfig, MIEstimate, Trainer, bound_from_scores, check_value,
-                                 finish_estimate, fit_basis, sample_ceiling, score_rows)
+                                 finish_estimate, fit_basis, sample_ceiling, score_rows, wants_basis)
 from mine_dist.io import DataSpec
 from mine_dist.normalize import Normalizer
 
@@ -224,7 +224,9 @@ def prepare_inputs(info, data: DataSpec, cfg: EstimatorConfig, opts: RayOptions,
                              shuffle_units=True, seed=cfg.seed, max_rows=data.max_rows,
                              global_shuffle=shuffle == "global", materialize=cache, in_driver=in_driver,
                              split_seed=cfg.split_seed)
-    basis = fit_basis(cfg, nx.apply(sc.sample_x), nz.apply(sc.sample_z), None, _mask(info.x), _mask(info.z))
+    mx, mz = _mask(info.x), _mask(info.z)
+    basis = fit_basis(cfg, nx.apply(sc.sample_x), nz.apply(sc.sample_z), None, mx, mz) \
+        if wants_basis(cfg, mx, mz) else None  # no normalized copy of the sample when none is fit
     mark("dataset_built")
     return Prepared(sc, nx, nz, nx.apply(sc.val_x), nz.apply(sc.val_z), shuffle, cache, train_ds, tuple(found), basis)
 
