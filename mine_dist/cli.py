@@ -152,18 +152,15 @@ def _workers(v: str):
 
 def ray_options(args: argparse.Namespace) -> RayOptions | None:
     """None for ``--workers 0`` (in-process); ``auto`` is one worker (the size rule may train in-process)."""
-    if args.workers == "auto":
-        return RayOptions(workers=1, gpu=args.gpu, cpus_per_worker=args.cpus_per_worker,
-                          max_failures=args.max_failures, max_test_rows=args.max_test_rows, shuffle=args.shuffle,
-                          materialize=args.materialize, placement=args.placement, progress=not args.no_progress)
-    if args.workers < 0:
-        raise ValueError(f"--workers must be >= 0; got {args.workers}")
-    if args.workers == 0:
+    workers = 1 if args.workers == "auto" else args.workers
+    if workers < 0:
+        raise ValueError(f"--workers must be >= 0; got {workers}")
+    if workers == 0:
         if args.gpu:
             raise ValueError("--gpu asks Ray Train for GPU workers and needs --workers >= 1; "
                              "for an in-process run on a GPU use --device cuda")
         return None
-    return RayOptions(workers=args.workers, gpu=args.gpu, cpus_per_worker=args.cpus_per_worker,
+    return RayOptions(workers=workers, gpu=args.gpu, cpus_per_worker=args.cpus_per_worker,
                       max_failures=args.max_failures, max_test_rows=args.max_test_rows, shuffle=args.shuffle,
                       materialize=args.materialize, placement=args.placement, progress=not args.no_progress)
 
