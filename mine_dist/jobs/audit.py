@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from mine_dist import audit, io, rundir, runs, storage, yamlio
 from mine_dist.distributed.options import RayOptions
 from mine_dist.estimator import EstimatorConfig
-from mine_dist.jobs.common import (IN_PROCESS_MAX_VALUES, check_not_in_ray_job_dir, data_values,  # noqa: F401
-                                   first_line, in_process_max_values as size_rule_limit, log)
+from mine_dist.jobs.common import (check_not_in_ray_job_dir, data_values, first_line,
+                                   in_process_max_values as size_rule_limit, log)
 from mine_dist.jobs.estimate import EstimateJob
 
 
@@ -38,7 +38,7 @@ class AuditJob:
         slot: the scheduled slot (default: today's UTC date); re-running it adds no rows.
         concurrent: checks at once (None: the spec's, else auto from the Ray cluster's CPUs).
         in_process_max_values: checks of ``workers: 1`` on at most this many values train
-            in-process (0: never; default ``IN_PROCESS_MAX_VALUES`` or the environment's
+            in-process (0: never; default ``jobs.common.IN_PROCESS_MAX_VALUES`` or the environment's
             ``MINE_DIST_IN_PROCESS_MAX_VALUES``).
     """
 
@@ -101,7 +101,7 @@ class AuditJob:
 
 def _prepare(c: audit.Check, in_process_max_values: int = 0) -> tuple[audit.Check, EstimatorConfig, float | None]:
     """A check's config and H(z), with its data validated (exit 3 naming the check); a small
-    ``workers: 1`` check comes back with ``workers`` 0 (see ``IN_PROCESS_MAX_VALUES``)."""
+    ``workers: 1`` check comes back with ``workers`` 0 (see ``jobs.common.IN_PROCESS_MAX_VALUES``)."""
     cfg = audit.estimator_config(c)
     try:
         info = io.inspect(c.data, c.x, c.z, c.row_id)
