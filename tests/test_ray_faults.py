@@ -26,11 +26,18 @@ def data(tmp_path_factory):
 
 
 def _wait_for_checkpoint(run_dir, timeout=300):
+    """Wait until Ray Train has *registered* a checkpoint: a ``step_*`` folder appears while it is
+    still being uploaded, and a driver killed then leaves nothing to resume from (a flaky CI run);
+    the controller lists a checkpoint in ``checkpoint_manager_snapshot.json`` once it is persisted."""
     t0 = time.time()
+    snap = os.path.join(run_dir, "checkpoints", "checkpoint_manager_snapshot.json")
     while time.time() - t0 < timeout:
-        d = os.path.join(run_dir, "checkpoints")
-        if os.path.isdir(d) and any(n.startswith("step_") for n in os.listdir(d)):
-            return True
+        try:
+            with open(snap) as f:
+                if "step_" in f.read():
+                    return True
+        except (OSError, ValueError):
+            pass
         time.sleep(0.5)
     return False
 
