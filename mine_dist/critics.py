@@ -26,7 +26,8 @@ from mine_dist.bounds import offdiagonal
 
 AUTO_WIDTH = "auto"
 NARROW_INPUTS, NARROW_WIDTH, WIDE_WIDTH = 20, 128, 256
-"""``width: auto``: NARROW_WIDTH hidden units when dx + dz <= NARROW_INPUTS, else WIDE_WIDTH."""
+"""``width: auto``: WIDE_WIDTH hidden units when dx + dz > NARROW_INPUTS for an MLP that works
+alone (a joint critic with ``cca: false``, a separable critic), else NARROW_WIDTH."""
 ACTIVATIONS = {"relu": nn.ReLU, "elu": nn.ELU, "gelu": nn.GELU, "silu": nn.SiLU, "tanh": nn.Tanh}
 KINDS = ("joint", "separable", "classifier")
 
@@ -38,10 +39,13 @@ class CriticConfig:
     Attributes:
         kind: ``joint`` (MLP on concat(x, z)), ``separable`` (f(x) . g(z)), or ``classifier``
             (log q(z | x) = log_softmax(f(x))[z] for a one-hot z: the critic of the ``ba`` bound).
-        width: hidden units per layer, or ``auto`` (the default, :meth:`sized`): 128 when the
-            critic's inputs are narrow (dx + dz <= 20), else 256. On the ground-truth suite the
-            narrow tasks read the same or better at 128 for under half the step cost, and the wide
-            ones (25x25, 50x50) read 0.12-0.41 nats lower at 128 than at 256 (docs/benchmarks.md).
+        width: hidden units per layer, or ``auto`` (the default, :meth:`sized`): 128, except 256
+            for wide inputs (dx + dz > 20) of an MLP that works alone (a joint critic with
+            ``cca: false``, a separable critic). On the ground-truth suite the narrow tasks read
+            the same or better at 128 for under half the step cost; without the CCA path the wide
+            ones (25x25, 50x50) read 0.12-0.41 nats lower at 128 than at 256, with it (and for the
+            classifier critic) the same or better at 128 on two seeds, for half the time
+            (docs/benchmarks.md, "Defaults after issue 12, part 4").
         depth: number of hidden layers (>= 1).
         activation: one of ``relu, elu, gelu, silu, tanh``.
         embed_dim: output size of f and g for separable critics.
@@ -94,7 +98,10 @@ class CriticConfig:
         """This config with ``width: auto`` decided for inputs of dimension ``dx`` and ``dz``."""
         if self.width != AUTO_WIDTH:
             return self
-        return replace(self, width=NARROW_WIDTH if dx + dz <= NARROW_INPUTS else WIDE_WIDTH)
+        # The Gaussian path of the CCA basis (and a classifier's softmax) carry what the wide MLP
+        # was there for: at 128 the suite's wide tasks read the same or better, on two seeds.
+        wide_mlp = dx + dz > NARROW_INPUTS and (self.kind == "separable" or (self.kind == "joint" and not self.cca))
+        return replace(self, width=WIDE_WIDTH if wide_mlp else NARROW_WIDTH)
 
 
 def mlp(d_in: int, d_out: int, cfg: CriticConfig) -> nn.Sequential:

@@ -94,3 +94,15 @@ def test_quadratic_path_adds_a_quadratic_form_of_concat_x_z():
     assert build_critic(2, 1, CriticConfig(quadratic=9)).quad.r == 3  # rank capped at dim(v)
     with pytest.raises(ValueError, match=r"critic quadratic must be an int >= 0 \(a rank; 0 turns it off\); got -1"):
         CriticConfig(quadratic=-1)
+
+
+def test_auto_width_is_wide_only_for_an_mlp_that_works_alone():
+    """width auto (docs/benchmarks.md, part 4): 256 only for wide inputs of a joint critic without
+    the CCA path or a separable critic; the CCA joint critic and the classifier stay at 128."""
+    assert CriticConfig().sized(5, 5).width == 128
+    assert CriticConfig().sized(50, 50).width == 128  # joint with cca (the default)
+    assert CriticConfig(cca=False).sized(50, 50).width == 256
+    assert CriticConfig(cca=False).sized(10, 10).width == 128
+    assert CriticConfig(kind="classifier").sized(256, 10).width == 128
+    assert CriticConfig(kind="separable").sized(256, 256).width == 256
+    assert CriticConfig(width=64, cca=False).sized(50, 50).width == 64  # an explicit width is kept
