@@ -323,6 +323,10 @@ def _ddp_rank_main(rank, init_file, out):
         res[bound] = _ddp_run(bound, DistributedDataParallel(enc), mi, slice(rank * B, (rank + 1) * B),
                               lambda s: perms[s][rank])
     torch.save(res, f"{out}.{rank}")
+    # Both ranks done before either tears down: a rank that exits while the other's gloo
+    # threads still talk to it can abort the other (SIGABRT, "terminate called without an active
+    # exception"; seen once in a full run).
+    dist.barrier()
     dist.destroy_process_group()
 
 

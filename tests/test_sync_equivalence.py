@@ -66,6 +66,10 @@ def _rank_main(rank, init_file, bound, kind, out):
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=WORLD)
     critic = DistributedDataParallel(_critic(_cfg(bound, kind)))
     torch.save(run_rank_steps(critic, TorchDistributed(), rank, bound, kind), f"{out}.{rank}")
+    # Both ranks done before either tears down: a rank that exits while the other's gloo
+    # threads still talk to it can abort the other (SIGABRT, "terminate called without an active
+    # exception"; seen once in a full run).
+    dist.barrier()
     dist.destroy_process_group()
 
 
