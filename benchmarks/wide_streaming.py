@@ -111,7 +111,7 @@ def raw_batches(files, b: int, dim: int):
             yield x.shape[0] + 0 * z.shape[0]
 
 
-def materialize(info, max_rows: int, b: int):
+def materialize(info, max_rows: int, b: int, method: str = "standard"):
     """The in-process path up to its first batch: (X, Z, train index, load seconds)."""
     import torch
 
@@ -120,8 +120,8 @@ def materialize(info, max_rows: int, b: int):
     t0 = time.perf_counter()
     x, z, keys, _ = io.read_arrays(info, max_rows)
     tr = np.flatnonzero(split.assign(keys, 0.1, 0.2) == split.TRAIN)
-    nx = normalize.fit("standard", x[tr], "x")
-    nz = normalize.fit("standard", z[tr], "z")
+    nx = normalize.fit(method, x[tr], "x")
+    nz = normalize.fit(method, z[tr], "z")
     X, Z = torch.from_numpy(nx.apply(x)), torch.from_numpy(nz.apply(z))
     del x, z
     return X, Z, torch.from_numpy(tr), time.perf_counter() - t0
@@ -181,6 +181,9 @@ def main(argv=None) -> None:
                    help="the first configuration's streaming pass again on this many rows (memory flat in rows)")
     p.add_argument("--train-steps", type=int, default=200, help="Trainer.step batches per fed run")
     p.add_argument("--fed-only", action="store_true", help="only the fed-training comparison (no input passes)")
+    p.add_argument("--normalize", choices=["standard", "rank-gauss"], default="standard",
+                   help="normalizer of both paths (the tables in docs/benchmarks.md before 2026-12-02 used "
+                        "standard; the estimator's default is rank-gauss)")
     p.add_argument("--parent", default="/tmp")
     p.add_argument("--quick", action="store_true", help="100k rows, 384/768-d float32/float16, short runs")
     a = p.parse_args(argv)
@@ -226,7 +229,7 @@ def main(argv=None) -> None:
     def streaming(info, max_rows=None):
         # Normalizers fitted on the first row group's train rows (the pipeline fits them on the
         # scan's sample; the values do not change the cost).
-        return split_dataset(info, split.TRAIN, 0.1, 0.2, False, *_fit(info, read_unit, units), shuffle_units=True,
+        return split_dataset(info, split.TRAIN, 0.1, 0.2, False, *_fit(info, read_unit, units, a.normalize), shuffle_units=True,
                              seed=0, max_rows=max_rows)
 
     results, memrows, t_cold = [], [], float("nan")
@@ -258,7 +261,7 @@ def main(argv=None) -> None:
                 print(f"done: {dim} {dtype} raw {r['raw']['rate']:,.0f} stream {r['stream']['rate']:,.0f} rows/s",
                       file=sys.stderr, flush=True)
                 t0 = time.monotonic()
-                X, Z, tr, load = materialize(info, a.materialize_rows, a.batch)
+                X, Z, tr, load = materialize(info, a.materialize_rows, a.batch, a.normalize)
                 q = {"load": load, "n": int(X.shape[0])}
                 q["iter"], _ = measured(sampler, lambda: memory_batches(X, Z, tr, a.batch))
                 r["mat"], r["mat_mem"] = q, mem_summary(sampler, t0, time.monotonic())
@@ -352,11 +355,11 @@ def main(argv=None) -> None:
           f"{' '.join(f'{v:.2f}' for v in os.getloadavg())}.")
 
 
-def _fit(info, read_unit, units):
+def _fit(info, read_unit, units, method: str = "standard"):
     from mine_dist import normalize, split
 
     x0, z0 = read_unit(units(info)[0], info, split.TRAIN, 0.1, 0.2, False)
-    return normalize.fit("standard", x0, "x"), normalize.fit("standard", z0, "z")
+    return normalize.fit(method, x0, "x"), normalize.fit(method, z0, "z")
 
 
 if __name__ == "__main__":
