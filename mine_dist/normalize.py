@@ -117,6 +117,9 @@ class _Lookup:
         i = self.lo[b].astype(np.int64)
         for _ in range(self.span + 1):  # to the last knot <= x
             i += (vals[np.minimum(i + 1, k - 1)] <= x) & (i < k - 1)
+        # A value within rounding of a bin edge can land in the next bin, past a knot that lies
+        # between it and the edge: one step back settles it.
+        i -= (vals[i] > x) & (i > 0)
         np.minimum(i, k - 2, out=i)
         out = self.slopes[i] * (x - vals[i]) + levels[i]
         out = np.where(x == vals[i], levels[i], out)

@@ -83,3 +83,23 @@ def test_rank_gauss_lookup_equals_np_interp_bit_for_bit():
         ref[:, j] = torch.special.ndtri(torch.from_numpy(np.interp(a[:, j], vals, levels))).numpy()
     got = nz.apply(a)
     assert np.array_equal(got, ref.astype(np.float32), equal_nan=True)
+
+
+def test_rank_gauss_lookup_at_bin_edges():
+    """Values on and within rounding of the grid's bin edges, and knots placed on those edges,
+    still give np.interp's values exactly."""
+    from mine_dist import normalize as N
+
+    rng = np.random.default_rng(4)
+    vals = np.unique(np.concatenate([np.sort(rng.standard_normal(900)), [0.0]]))
+    levels = np.linspace(0.01, 0.99, vals.size)
+    w = (vals[-1] - vals[0]) / N.LOOKUP_BINS
+    edges = vals[0] + w * np.arange(1, N.LOOKUP_BINS)
+    inner = (vals > vals[0]) & (vals < vals[-1])
+    vals = np.unique(np.concatenate([vals[inner][::2], edges[::37], vals[[0, -1]]]))  # knots on edges
+    levels = np.linspace(0.01, 0.99, vals.size)
+    t = N._Lookup(vals, levels)
+    assert t.inv_w is not None
+    x = np.concatenate([edges, np.nextafter(edges, -np.inf), np.nextafter(edges, np.inf), vals,
+                        np.nextafter(vals, -np.inf), np.nextafter(vals, np.inf)])
+    assert np.array_equal(t.interp(x), np.interp(x, vals, levels))
