@@ -111,7 +111,7 @@ def raw_batches(files, b: int, dim: int):
             yield x.shape[0] + 0 * z.shape[0]
 
 
-def materialize(info, max_rows: int, b: int, method: str = "standard"):
+def materialize(info, max_rows: int, b: int, method: str):
     """The in-process path up to its first batch: (X, Z, train index, load seconds)."""
     import torch
 
@@ -355,7 +355,7 @@ def main(argv=None) -> None:
           f"{' '.join(f'{v:.2f}' for v in os.getloadavg())}.")
 
 
-def _fit(info, read_unit, units, method: str = "standard"):
+def _fit(info, read_unit, units, method: str):
     from mine_dist import normalize, split
 
     x0, z0 = read_unit(units(info)[0], info, split.TRAIN, 0.1, 0.2, False)
